@@ -1,0 +1,122 @@
+"""The one training configuration: a dataclass saved verbatim as ``config.json["config"]``.
+
+Everything needed to rebuild the model and to reproduce a run lives here; the run
+directory stores it next to the data description (image shape, class names) and the
+library versions, so the app can rebuild the exact model without guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "kmnist")  # plus "folder:PATH"
+ARCHS = ("mlp", "conv")
+MODELS = ("vae", "ae")
+LIKELIHOODS = ("bernoulli", "gaussian")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run. Defaults train the demo model in well under a minute."""
+
+    # --- data ---
+    dataset: str = "mnist5k"  # mnist5k | digits | mnist | fashion-mnist | kmnist | folder:PATH
+    data_dir: str = "data"  # where torchvision data sets are looked for (and downloaded to)
+    download: bool = False  # never touch the network unless the user asks
+    image_size: int = 28  # folder: data sets are resized to image_size x image_size
+    channels: int = 1  # folder: data sets are converted to 1 (grayscale) or 3 (RGB) channels
+    split_seed: int = 0  # fixed so every run on a data set shares the same train/test split
+    test_fraction: float = 0.2  # digits / folder: share held out (mnist5k is 4,000/1,000 by design)
+
+    # --- model ---
+    model: str = "vae"  # vae | ae (plain autoencoder, same backbone, no sampling, no KL)
+    arch: str = "mlp"  # mlp | conv (conv needs images of at least 16x16, sides divisible by 4)
+    latent_dim: int = 2  # 2 for the demo: the latent map needs no projection
+    hidden_dim: int = 512  # width of each hidden layer of encoder and decoder
+    hidden_layers: int = 2  # hidden layers in the MLP encoder (the decoder mirrors it)
+    likelihood: str = "bernoulli"  # bernoulli (BCE on logits) | gaussian (squared error)
+    gaussian_sigma: float = 0.1  # fixed pixel std of the gaussian likelihood ...
+    learn_sigma: bool = False  # ... or learn one shared log-sigma instead
+
+    # --- objective ---
+    beta: float = 1.0  # weight on the KL term (beta-VAE); 1.0 is the true ELBO
+    kl_warmup: int = 0  # epochs over which beta ramps linearly from 0 to its value
+    free_bits: float = 0.0  # per-dimension KL floor in nats (Kingma et al. 2016); 0 = off
+
+    # --- optimisation ---
+    epochs: int = 30
+    batch_size: int = 64  # smaller than the usual 128: more updates per second on a small set
+    lr: float = 2e-3
+    lr_final_fraction: float = 0.1  # cosine decay of lr down to lr * this by the last epoch
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 0  # torch intra-op threads on the CPU; 0 = all physical cores
+
+    # --- outputs ---
+    tsne: bool = True  # cache a t-SNE of the test latents when latent_dim > 2
+    tsne_perplexity: float = 30.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from a saved dict; unknown keys are an error, missing keys take defaults
+        (older run directories predate newer options)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        """Raise ValueError with a specific message for any impossible setting."""
+        problems: list[str] = []
+        if self.dataset not in DATASETS and not self.dataset.startswith("folder:"):
+            problems.append(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)} or folder:PATH"
+            )
+        if self.dataset.startswith("folder:") and not self.dataset[len("folder:"):]:
+            problems.append("folder: needs a path, as in folder:./my_images")
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.likelihood not in LIKELIHOODS:
+            problems.append(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
+        positive_ints = {
+            "latent_dim": self.latent_dim, "hidden_dim": self.hidden_dim,
+            "hidden_layers": self.hidden_layers, "epochs": self.epochs,
+            "batch_size": self.batch_size, "image_size": self.image_size,
+        }
+        for name, value in positive_ints.items():
+            if value < 1:
+                problems.append(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels must be 1 or 3, got {self.channels}")
+        for name, value in {"lr": self.lr, "gaussian-sigma": self.gaussian_sigma}.items():
+            if not value > 0:
+                problems.append(f"{name} must be positive, got {value}")
+        for name, value in {"beta": self.beta, "free-bits": self.free_bits,
+                            "weight-decay": self.weight_decay}.items():
+            if not value >= 0:
+                problems.append(f"{name} must be zero or positive, got {value}")
+        if self.kl_warmup < 0:
+            problems.append(f"kl-warmup must be zero or positive, got {self.kl_warmup}")
+        if not 0 < self.test_fraction < 1:
+            problems.append(f"test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if not 0 < self.lr_final_fraction <= 1:
+            problems.append(f"lr-final-fraction must be in (0, 1], got {self.lr_final_fraction}")
+        if self.threads < 0:
+            problems.append(f"threads must be zero or positive, got {self.threads}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+__all__ = ["TrainConfig", "DATASETS", "ARCHS", "MODELS", "LIKELIHOODS", "DEVICES"]

@@ -1,0 +1,77 @@
+"""2-D projections of latent means: PCA (exact, reusable for new points) and t-SNE.
+
+t-SNE is computed once, at the end of training, and cached in ``latents.npz``; a new
+point is never given a fresh t-SNE: :func:`place_by_neighbours` puts it at the
+distance-weighted mean of the projections of its nearest latent neighbours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fit_pca(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA to 2-D by SVD. Returns (projection (N, 2), mean (D,), components (2, D)).
+
+    For D == 1 the second axis is zero; for D == 2 this is a rotation of the raw axes.
+    Component signs are fixed (largest loading positive) so reruns agree.
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    mean = mu.mean(axis=0)
+    centred = mu - mean
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    components = np.zeros((2, mu.shape[1]))
+    k = min(2, vt.shape[0])
+    components[:k] = vt[:k]
+    for row in components:
+        if row.any() and row[np.argmax(np.abs(row))] < 0:
+            row *= -1
+    return (centred @ components.T).astype(np.float32), mean.astype(np.float32), \
+        components.astype(np.float32)
+
+
+def apply_pca(z: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Project new latent vectors (M, D) with a fitted PCA. Returns (M, 2)."""
+    return ((np.atleast_2d(z) - mean) @ components.T).astype(np.float32)
+
+
+def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+    """t-SNE of latent means to 2-D (N, 2), with openTSNE's FFT-accelerated gradients when
+    installed (several times faster than scikit-learn's Barnes-Hut at 20,000+ points),
+    scikit-learn otherwise. Perplexity is capped for tiny sets."""
+    mu = np.asarray(mu, dtype=np.float32)
+    n = len(mu)
+    if n < 5:
+        raise ValueError(f"t-SNE needs at least 5 points, got {n}")
+    perplexity = float(min(perplexity, max(2.0, (n - 1) / 3.0)))
+    try:
+        from openTSNE import TSNE as OpenTSNE
+    except ImportError:
+        OpenTSNE = None
+    if OpenTSNE is not None:
+        embedding = OpenTSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
+                             negative_gradient_method="fft" if n > 2000 else "bh",
+                             verbose=False).fit(mu)
+        return np.asarray(embedding, dtype=np.float32)
+    from sklearn.manifold import TSNE
+
+    return TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca",
+                n_jobs=n_jobs).fit_transform(mu).astype(np.float32)
+
+
+def place_by_neighbours(z: np.ndarray, mu: np.ndarray, projected: np.ndarray,
+                        k: int = 10) -> np.ndarray:
+    """Place new latent vectors z (M, D) on an existing 2-D map of ``mu`` (N, D) ->
+    ``projected`` (N, 2): inverse-distance-weighted mean of the k nearest neighbours'
+    positions. An exact match lands exactly on its neighbour. Returns (M, 2)."""
+    z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+    mu = np.asarray(mu, dtype=np.float32)
+    k = max(1, min(k, len(mu)))
+    # squared distances via |a|^2 - 2ab + |b|^2: one matmul, no (M, N, D) temporary
+    d2 = (z**2).sum(1)[:, None] - 2.0 * z @ mu.T + (mu**2).sum(1)[None, :]  # (M, N)
+    d2 = np.maximum(d2, 0.0)
+    nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]  # (M, k)
+    dist = np.sqrt(np.take_along_axis(d2, nearest, axis=1))  # (M, k)
+    weights = 1.0 / np.maximum(dist, 1e-6)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return (weights[:, :, None] * projected[nearest]).sum(axis=1).astype(np.float32)
