@@ -45,8 +45,6 @@ LATENTS_FILE = "latents.npz"
 STATE_FILE = "train_state.pt"
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, LATENTS_FILE, STATE_FILE)
 TMP_MARK = ".tmp-"  # temporary files are named .<final name>.tmp-<random>
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class RunDirError(ValueError):
@@ -69,7 +67,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything, train the demo runs if runs/ has none, then launch the app.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=${PYTHON:-python3}
+RUNS_DIR=${VAE_RUNS_DIR:-runs}
+if ! ls "$RUNS_DIR"/*/model.safetensors >/dev/null 2>&1; then
+  echo "No trained runs in $RUNS_DIR/: training the demo runs (VAE, autoencoder, 16-D VAE;"
+  echo "under a minute each on 2 CPU cores)..."
+  "$PY" -m training.demo --runs-dir "$RUNS_DIR"
+fi
+exec "$PY" -m streamlit run streamlit_app.py "$@" -- --runs-dir "$RUNS_DIR"
