@@ -1,0 +1,129 @@
+"""Streamlit-layer helpers shared by ``streamlit_app.py`` and the pages in ``pages/``.
+
+- :func:`runs_dir` — where the runs live: ``--runs-dir PATH`` after ``--`` on the
+  ``streamlit run`` command line, else the ``VAE_RUNS_DIR`` environment variable, else ``runs``.
+- :func:`get_run` — the loaded run (model in eval mode + info), once per process
+  (``st.cache_resource``); :func:`get_latents`, :func:`get_metrics` — its arrays and
+  training curves (``st.cache_data``); :func:`get_test_images` — the test images the
+  latents were computed from. Each cache is keyed by the file's modification time as well
+  as the path, so a run that is retrained (or still training) is re-read, never served stale.
+- :func:`pick_run` — the sidebar run picker; the choice lives in
+  ``st.session_state["run_dir"]`` so every page shows the same run.
+
+The logic behind these lives in ``explorer/`` and ``training/`` and is tested without
+Streamlit; this module only adds caching and widgets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Imported eagerly on purpose: two sessions' first runs importing Plotly at the same time
+# have raced on its lazy pandas import ("partially initialized module").
+import pandas  # noqa: F401
+import plotly.express  # noqa: F401
+import plotly.graph_objects  # noqa: F401
+import streamlit as st
+
+from explorer.runs import RunEntry, file_stamp, list_runs
+from training import rundir
+
+RUNS_ENV = "VAE_RUNS_DIR"
+RUNS_ARG = "--runs-dir"
+DEFAULT_RUNS = "runs"
+RUN_KEY = "run_dir"  # st.session_state key holding the chosen run (a str path)
+_PICK_KEY = "_run_pick"  # the selectbox's own key (widget state is dropped between pages)
+
+
+def runs_dir(argv: list[str] | None = None) -> Path:
+    """The runs folder: ``--runs-dir PATH`` (or ``--runs-dir=PATH``) in ``argv`` (default
+    ``sys.argv[1:]``, i.e. what follows ``--`` on ``streamlit run``), else ``$VAE_RUNS_DIR``,
+    else ``runs``."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(args):
+        if arg == RUNS_ARG and i + 1 < len(args):
+            return Path(args[i + 1]).expanduser()
+        if arg.startswith(RUNS_ARG + "="):
+            return Path(arg.split("=", 1)[1]).expanduser()
+    return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS).expanduser()
+
+
+# --------------------------------------------------------------------------- cached loaders
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def _load_run(path: str, _stamp: float) -> rundir.LoadedRun:
+    return rundir.load_run(path)
+
+
+def get_run(path: str | os.PathLike) -> rundir.LoadedRun:
+    """The run at ``path`` (model in eval mode, info), loaded once per process and shared by
+    all sessions. Raises :class:`training.rundir.RunDirError` naming the bad file."""
+    return _load_run(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_latents(path: str, _stamp: float) -> dict[str, Any]:
+    return rundir.read_latents(path)
+
+
+def get_latents(path: str | os.PathLike) -> dict[str, Any]:
+    """``latents.npz`` of the run as a dict of numpy arrays (see ``training/rundir.py``)."""
+    return _read_latents(str(path), file_stamp(path, rundir.LATENTS_FILE))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_metrics(path: str, _stamp: float) -> list[dict[str, Any]]:
+    return rundir.read_metrics(path)
+
+
+def get_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` of the run: one dict per finished epoch (nats per sample)."""
+    return _read_metrics(str(path), file_stamp(path, rundir.METRICS_FILE))
+
+
+@st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
+def _load_test_images(path: str, _stamp: float):
+    from explorer.inference import load_test_images
+
+    return load_test_images(rundir.read_config(path))
+
+
+def get_test_images(path: str | os.PathLike):
+    """The run's test images, (N, C, H, W) float tensor in [0, 1], in the same order as
+    ``get_latents(path)`` (shared read-only by all sessions: do not modify in place)."""
+    return _load_test_images(str(path), file_stamp(path, rundir.CONFIG_FILE))
+
+
+# --------------------------------------------------------------------------- run picker
+
+def _adopt_pick() -> None:
+    st.session_state[RUN_KEY] = st.session_state[_PICK_KEY]
+
+
+def pick_run(label: str = "Run") -> Path | None:
+    """Sidebar selectbox over the openable runs under :func:`runs_dir`, newest first.
+    The choice is kept in ``st.session_state["run_dir"]`` (shared by every page); the
+    newest run is chosen when none is. Returns None when there is no openable run."""
+    entries = list_runs(runs_dir())
+    openable = [e for e in entries if e.openable]
+    by_path: dict[str, RunEntry] = {str(e.path): e for e in openable}
+    options = list(by_path)
+    current = st.session_state.get(RUN_KEY)
+    if current not in by_path:
+        current = options[0] if options else None
+    st.session_state[RUN_KEY] = current
+    broken = [e for e in entries if not e.openable]
+    if broken:
+        with st.sidebar.expander(f"{len(broken)} run folder(s) cannot be opened"):
+            for e in broken:
+                st.caption(f"**{e.name}**: {e.problem}")
+    if current is None:
+        return None
+    st.session_state[_PICK_KEY] = current  # before the widget exists: allowed, no warning
+    st.sidebar.selectbox(label, options, key=_PICK_KEY, on_change=_adopt_pick,
+                         format_func=lambda p: by_path[p].label(),
+                         help=f"Run folders under {runs_dir()}, newest first.")
+    return Path(current)
