@@ -78,7 +78,8 @@ class TrainConfig:
         problems: list[str] = []
         if self.dataset not in DATASETS and not self.dataset.startswith("folder:"):
             problems.append(
-                f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)} or folder:PATH"
+                f"unknown dataset {self.dataset!r}; choose one of "
+                f"{', '.join(DATASETS)} or folder:PATH"
             )
         if self.dataset.startswith("folder:") and not self.dataset[len("folder:"):]:
             problems.append("folder: needs a path, as in folder:./my_images")

@@ -98,7 +98,8 @@ def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool = Fa
             f"t10k-labels-idx1-ubyte, optionally .gz); {hint}. ({exc})"
         ) from exc
     except OSError as exc:
-        raise DataError(f"{name}: could not read the data set under {root.resolve()}: {exc}") from exc
+        raise DataError(
+            f"{name}: could not read the data set under {root.resolve()}: {exc}") from exc
 
     def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)

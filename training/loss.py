@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 
 LOG_2PI = math.log(2.0 * math.pi)
+DEFAULT_LOG_SIGMA = math.log(0.1)  # gaussian likelihood: pixel std 0.1 unless told otherwise
 
 
 def reconstruction_nll(
     logits: torch.Tensor,  # (B, C, H, W) decoder output
     x: torch.Tensor,  # (B, C, H, W) data in [0, 1]
     likelihood: str = "bernoulli",
-    log_sigma: torch.Tensor | float = math.log(0.1),
+    log_sigma: torch.Tensor | float = DEFAULT_LOG_SIGMA,
 ) -> torch.Tensor:
     """-log p(x | z) per sample in nats, summed over pixels. Returns shape (B,).
 
@@ -82,7 +83,7 @@ def elbo_terms(
     likelihood: str = "bernoulli",
     beta: float = 1.0,
     free_bits: float = 0.0,
-    log_sigma: torch.Tensor | float = math.log(0.1),
+    log_sigma: torch.Tensor | float = DEFAULT_LOG_SIGMA,
 ) -> ElboTerms:
     """Reconstruction, KL and the training objective, each per sample in nats.
 

@@ -27,9 +27,11 @@ import os
 import platform
 import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,26 +60,68 @@ class RunDirError(ValueError):
 
 # --------------------------------------------------------------------------- atomic writes
 
+_staging = threading.local()  # .renames: list of (tmp, final) while all_or_nothing() is open
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success fsync it and rename it over
-    ``final``, on any exception (KeyboardInterrupt, ENOSPC, ...) delete it and re-raise."""
+    ``final``, on any exception (KeyboardInterrupt, ENOSPC, ...) delete it and re-raise.
+    Inside :func:`all_or_nothing` the rename waits until the whole group was written."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the file the usual mode
+    staged = getattr(_staging, "renames", None)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        if staged is not None:
+            staged.append((tmp, final))
+            return
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Group several atomic writes (one epoch's files): every file is written and fsynced
+    to its temporary name first and renamed into place only when all of them succeeded.
+    On any exception (disk full, a second Ctrl-C) every temporary file is deleted and the
+    previous files stay exactly as they were."""
+    if getattr(_staging, "renames", None) is not None:  # nested: the outer group commits
+        yield
+        return
+    renames: list[tuple[Path, Path]] = []
+    _staging.renames = renames
+    try:
+        yield
+    except BaseException:
+        for tmp, _final in renames:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    finally:
+        _staging.renames = None
+    folders = {final.parent for _tmp, final in renames}
+    try:
+        while renames:
+            os.replace(*renames[0])  # needs no new space: a full disk cannot fail it
+            renames.pop(0)
+    except BaseException:
+        for tmp, _final in renames:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    for folder in folders:
+        _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -147,15 +191,16 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             metadata = dict(fh.metadata() or {})
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own error types for every corruption
-        raise RunDirError(path, f"not a valid safetensors file (truncated or corrupt): {exc}") from exc
+        raise RunDirError(
+            path, f"not a valid safetensors file (truncated or corrupt): {exc}") from exc
     expected = metadata.get("weights_sha256")
     if expected is None:
         raise RunDirError(path, "no weights_sha256 in the header: not written by this project, "
                                 "its integrity cannot be checked")
     actual = weights_sha256(tensors)
     if actual != expected:
-        raise RunDirError(path, f"checksum mismatch: the tensor data is corrupt "
-                                f"(header says sha256 {expected[:12]}..., data hashes to {actual[:12]}...)")
+        raise RunDirError(path, f"checksum mismatch: the tensor data is corrupt (header says "
+                                f"sha256 {expected[:12]}..., data hashes to {actual[:12]}...)")
     return tensors, metadata
 
 
@@ -288,14 +333,49 @@ def read_latents(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- train state
 
+STATE_SHA_KEY = "state_sha256"
+
+
+def state_sha256(state: Any) -> str:
+    """SHA-256 over a nested structure of dicts, lists, tensors and numbers (every tensor's
+    dtype, shape and bytes; keys in sorted order), ignoring the ``state_sha256`` entry.
+    torch's zip format does not check its CRCs on load, so a flipped bit would go unnoticed."""
+    digest = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            digest.update(f"T|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            digest.update(f"D{len(obj)}|".encode())
+            for key in sorted(obj, key=repr):
+                if key == STATE_SHA_KEY:
+                    continue
+                digest.update(f"{key!r}=".encode())
+                feed(obj[key])
+        elif isinstance(obj, (list, tuple)):
+            digest.update(f"L{len(obj)}|".encode())
+            for item in obj:
+                feed(item)
+        else:
+            digest.update(f"{type(obj).__name__}:{obj!r}|".encode())
+
+    feed(state)
+    return digest.hexdigest()
+
+
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(Path(run_dir) / STATE_FILE) as tmp:
-        torch.save(state, tmp)
+    """Write ``train_state.pt`` atomically, with the SHA-256 of its contents inside."""
+    state = {**state, STATE_SHA_KEY: state_sha256(state)}
+    with atomic_path(Path(run_dir) / STATE_FILE) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Load ``train_state.pt`` with ``weights_only=True``: a pickle that tries to build any
-    object other than tensors and plain containers is rejected, its code never runs."""
+    object other than tensors and plain containers is rejected, its code never runs.
+    The stored SHA-256 is verified, so corrupt tensor data is an error, not a bad resume."""
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
         raise RunDirError(path, "train_state.pt is missing: nothing to resume from")
@@ -308,6 +388,15 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
                                 f"than tensors; it was not executed): {exc}") from exc
     if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
         raise RunDirError(path, "not a training state written by this project")
+    expected = state.pop(STATE_SHA_KEY, None)
+    if not isinstance(expected, str):
+        raise RunDirError(path, "no state_sha256 inside: not written by this version of the "
+                                "project, its integrity cannot be checked")
+    actual = state_sha256(state)
+    if actual != expected:
+        raise RunDirError(path, f"checksum mismatch: the saved training state is corrupt "
+                                f"(stored sha256 {expected[:12]}..., data hashes to "
+                                f"{actual[:12]}...)")
     return state
 
 

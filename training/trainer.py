@@ -21,9 +21,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -388,19 +389,21 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                 metrics.append(row)
                 final = epoch == config.epochs
                 tensors = model.state_dict()
-                rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
-                                    {"epoch": str(epoch), "model": config.model})
-                rundir.write_latents(run_dir, latent_arrays(result, data.test_y, config,
-                                                            with_tsne=final and config.tsne))
-                rundir.write_metrics(run_dir, metrics)
+                arrays = latent_arrays(result, data.test_y, config,
+                                       with_tsne=final and config.tsne)
                 state = {"epoch": epoch, "model": tensors, "optimizer": optimizer.state_dict(),
                          "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle_gen.get_state()}
                 if device.type == "cuda":
                     state["rng_cuda"] = torch.cuda.get_rng_state(device)
-                rundir.save_train_state(run_dir, state)
                 info.epochs_completed = epoch
                 info.status = "complete" if final else "training"
-                rundir.write_config(run_dir, info)
+                with rundir.all_or_nothing():  # disk full: the previous epoch stays, whole
+                    rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
+                                        {"epoch": str(epoch), "model": config.model})
+                    rundir.write_latents(run_dir, arrays)
+                    rundir.write_metrics(run_dir, metrics)
+                    rundir.save_train_state(run_dir, state)
+                    rundir.write_config(run_dir, info)
                 last_good = run_dir / rundir.WEIGHTS_FILE
                 row_seconds = row["seconds"]
                 log(f"epoch {epoch:3d}/{config.epochs}  train recon {train_recon:7.2f} "
