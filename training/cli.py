@@ -141,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.resume)
         try:
             info = rundir.read_config(out)
-            rundir.load_train_state(out)  # fail now, before touching anything
-        except rundir.RunDirError as exc:
+            state = rundir.load_train_state(out)  # fail now, before touching anything
+            rundir.load_state_into(rundir.build_model(info), state["model"],
+                                   out / rundir.STATE_FILE)
+            rundir.read_metrics(out)
+        except (rundir.RunDirError, ValueError) as exc:
             parser.error(f"--resume: {exc}")
         config = info.config
         if epochs_given:
@@ -179,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"error: interrupted; the last finished epoch is kept in {out}", file=sys.stderr)
         return 130
+    except rundir.RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: could not write the run directory {out}: {rundir.describe_os_error(exc)} "
               f"({exc}); files already there were left as they were", file=sys.stderr)
