@@ -1,0 +1,407 @@
+"""VAE Latent Explorer — the main page: latent map, live decoding sliders, ELBO terms.
+
+Run with ``streamlit run streamlit_app.py [-- --runs-dir PATH]``. UI only: the logic
+lives in ``explorer/`` (unit tested without Streamlit), the caching and the run picker
+in ``app_shared.py``. The decode panel is an ``st.fragment``: moving a slider reruns
+only that panel (one decoder pass and two small PNGs), never the map or the ELBO panel.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+import app_shared
+from explorer import figures
+from explorer.inference import (
+    available_projections,
+    map_coords,
+    place_on_map,
+    sample_prior,
+    sample_terms,
+)
+from explorer.live import LiveDecoder, build_live_decoder
+from explorer.runs import file_stamp
+from explorer.uploads import MAX_BYTES, UploadError, has_dark_background, prepare_upload
+from training import rundir
+from training.data import DataError
+
+# "inline": decoded images travel inside the websocket message as data URIs (one round
+# trip); "media": st.image, which the browser fetches with a second HTTP request.
+IMAGE_MODE = os.environ.get("VAE_EXPLORER_IMAGES", "inline")
+PROJECTION_NAMES = {"raw": "latent axes", "pca": "PCA", "tsne": "t-SNE"}
+SAMPLE_KEY = "sample_index"
+MC_SAMPLES = 64
+
+
+# --------------------------------------------------------------------------- cached pieces
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def live_decoder(path: str, projection: str, _stamp: float) -> LiveDecoder:
+    """Per run and map view, shared by all sessions (read-only after construction)."""
+    run = app_shared.get_run(path)
+    latents = app_shared.get_latents(path)
+    return build_live_decoder(run.model, latents, projection, map_coords(latents, projection))
+
+
+@st.cache_resource(show_spinner=False)
+def _training_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+# --------------------------------------------------------------------------- state helpers
+
+def z_keys(latent_dim: int) -> list[str]:
+    return [f"z{j}" for j in range(latent_dim)]
+
+
+def current_z(latent_dim: int) -> np.ndarray:
+    return np.array([float(st.session_state.get(k, 0.0)) for k in z_keys(latent_dim)],
+                    dtype=np.float32)
+
+
+def set_z(z: np.ndarray, decoder: LiveDecoder) -> None:
+    """Put ``z`` into the sliders' session state (callbacks only: before widgets exist)."""
+    for key, value in zip(z_keys(len(z)), decoder.clamp(z), strict=True):
+        st.session_state[key] = round(float(value), 2)
+
+
+def select_from_map(key: str) -> None:
+    index = figures.selected_index(st.session_state.get(key))
+    if index is not None:
+        st.session_state[SAMPLE_KEY] = index
+
+
+def select_by(latents_key: str, path: str) -> None:
+    values = app_shared.get_latents(path)[latents_key]
+    st.session_state[SAMPLE_KEY] = int(np.argmax(values))
+
+
+def select_random(n: int) -> None:
+    st.session_state[SAMPLE_KEY] = int(np.random.default_rng().integers(n))
+
+
+def show_image(png: bytes, caption: str, alt: str) -> None:
+    if IMAGE_MODE == "media":
+        st.image(png, caption=caption)
+    else:
+        st.markdown(f'<figure style="margin:0"><img src="{figures.data_uri(png)}" alt="{alt}" '
+                    f'style="image-rendering:pixelated;max-width:100%"/>'
+                    f'<figcaption style="font-size:0.85rem;color:#666">{caption}</figcaption>'
+                    f'</figure>', unsafe_allow_html=True)
+
+
+# --------------------------------------------------------------------------- no runs yet
+
+def empty_state(runs_dir: Path) -> None:
+    st.title("VAE Latent Explorer")
+    st.info(f"There is no trained run in `{runs_dir}` yet. Train the demo model here (a VAE "
+            f"with a 2-D latent space on 5,000 MNIST digits, about a minute on 2 CPU cores), "
+            f"or from a terminal: `python -m training --out {runs_dir}/demo-vae-z2`.")
+    if not st.button("Train the demo model", key="train_demo", type="primary"):
+        return
+    from training.demo import demo_config, train_demo_runs
+    from training.trainer import TrainingStopped
+
+    lock = _training_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("The demo model is already being trained from another browser tab; "
+                   "reload this page in a minute.")
+        return
+    epochs = demo_config("demo-vae-z2").epochs
+    bar = st.progress(0.0, text="Loading the data…")
+
+    def progress(_name: str, row: dict) -> None:
+        bar.progress(min(1.0, row["epoch"] / epochs),
+                     text=f"epoch {row['epoch']}/{epochs}: test −ELBO {row['test_loss']:.1f} "
+                          f"nats per sample")
+
+    try:
+        train_demo_runs(runs_dir, only=["demo-vae-z2"], log=lambda line: None, progress=progress)
+    except (TrainingStopped, DataError, OSError, ValueError) as exc:
+        st.error(f"Training stopped: {exc}")
+        return
+    finally:
+        lock.release()
+    bar.progress(1.0, text="Done.")
+    st.rerun()
+
+
+# --------------------------------------------------------------------------- latent map
+
+def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
+               selected: int, show_sigma: bool) -> None:
+    coords = map_coords(latents, projection)
+    sigmas = None
+    if show_sigma and "logvar" in latents and projection == "raw":
+        sigmas = np.exp(0.5 * latents["logvar"][[selected]])[:, :2]  # (1, 2)
+    extra = []
+    z_now = current_z(run.model.latent_dim)
+    if all(k in st.session_state for k in z_keys(run.model.latent_dim)):
+        xy = place_on_map(z_now, latents, projection)[0]
+        extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="decoder's z (sliders)",
+                          symbol="x", colour="black", size=13))
+    upload = st.session_state.get("_upload_mu")
+    if upload is not None and upload[0] == path and len(upload[1]) == run.model.latent_dim:
+        xy = place_on_map(upload[1], latents, projection)[0]
+        extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="your image",
+                          symbol="star", colour="#d62728", size=20))
+    fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
+                                    latents["recon"], latents["kl"], projection,
+                                    selected=[selected], sigmas=sigmas, extra_points=extra)
+    st.plotly_chart(fig, key="latent_map", on_select=lambda: select_from_map("latent_map"),
+                    selection_mode="points", config={"scrollZoom": True, "displaylogo": False})
+
+
+# --------------------------------------------------------------------------- decode panel
+
+@st.fragment
+def decode_panel(path: str, projection: str, selected: int) -> None:
+    """Sliders z0, z1, ... and the live decoded image. Reruns alone on every move."""
+    decoder = live_decoder(path, projection, file_stamp(path, rundir.LATENTS_FILE))
+    dim = decoder.latent_dim
+    mu_selected = decoder.latents["mu"][selected]
+    if st.session_state.get("_z_sample") != (path, selected):
+        # a newly selected sample (or run): the sliders jump to its posterior mean
+        st.session_state["_z_sample"] = (path, selected)
+        set_z(mu_selected, decoder)
+    for key, j in zip(z_keys(dim), range(dim), strict=True):
+        value = float(st.session_state.get(key, 0.0))
+        if not decoder.lo[j] <= value <= decoder.hi[j]:
+            st.session_state[key] = float(np.clip(value, decoder.lo[j], decoder.hi[j]))
+    frame = decoder.render(current_z(dim))
+    images = (f'<div style="display:flex;gap:12px;align-items:flex-end">'
+              f'<figure style="margin:0"><img id="decoded-image" alt="decoded image" '
+              f'src="{figures.data_uri(frame.decoded_png)}" style="image-rendering:pixelated;'
+              f'width:224px;border:1px solid #ccc"/><figcaption style="font-size:0.8rem;'
+              f'color:#666">decoder mean σ(f(z))</figcaption></figure>'
+              f'<figure style="margin:0"><img id="z-locator" alt="z on the latent map" '
+              f'src="{figures.data_uri(frame.locator_png)}" style="width:200px;'
+              f'border:1px solid #ccc"/><figcaption style="font-size:0.8rem;color:#666">'
+              f'z on the map ({PROJECTION_NAMES[projection]})</figcaption></figure></div>')
+    if IMAGE_MODE == "media":
+        left, right = st.columns(2)
+        left.image(frame.decoded_png, caption="decoder mean σ(f(z))")
+        right.image(frame.locator_png, caption=f"z on the map ({PROJECTION_NAMES[projection]})")
+    else:
+        st.markdown(images, unsafe_allow_html=True)
+    st.caption(f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
+               f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
+
+    b1, b2, b3 = st.columns(3)
+    b1.button("From sample's μ", key="z_from_mu", help=f"Start from sample {selected}'s "
+              f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
+              width="stretch")
+    b2.button("Sample prior", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
+              on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder))
+    b3.button("Reset to 0", key="z_zero", help="z = 0, the prior's mean",
+              on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
+              width="stretch")
+
+    shown, rest = decoder.visible()
+
+    def slider(j: int) -> None:
+        kl_note = (f"; test-set mean KL {decoder.mean_kl[j]:.2f} nats"
+                   if decoder.mean_kl is not None else "")
+        st.slider(f"z{j}", float(decoder.lo[j]), float(decoder.hi[j]), step=0.05,
+                  key=f"z{j}", help=f"latent dimension {j}{kl_note}")
+
+    for j in shown:
+        slider(int(j))
+    if len(rest):
+        with st.expander(f"{len(rest)} more dimensions (less active, by KL)"):
+            for j in rest:
+                slider(int(j))
+    if dim > 1 and decoder.mean_kl is not None:
+        st.caption("Sliders are ordered by how much information each dimension carries "
+                   "(mean KL over the test set); near-zero KL means the decoder ignores it.")
+
+
+# --------------------------------------------------------------------------- ELBO panel
+
+def elbo_panel(terms, likelihood: str, title: str, key: str) -> None:
+    st.markdown(f"**{title}**")
+    c1, c2, c3 = st.columns(3)
+    scale = figures.scale_for(terms.x.shape[0], 160)
+    with c1:
+        show_image(figures.png_bytes(terms.x, scale), "input x", f"{key} input")
+    with c2:
+        show_image(figures.png_bytes(terms.recon_image, scale), "reconstruction σ(f(μ))",
+                   f"{key} reconstruction")
+    with c3:
+        show_image(figures.png_bytes(figures.difference_rgb(terms.x, terms.recon_image), scale),
+                   "difference (red: too bright, blue: too dark)", f"{key} difference")
+    m1, m2, m3 = st.columns(3)
+    if terms.is_vae:
+        m1.metric("reconstruction E_q[−log p(x|z)]", f"{terms.recon:.2f} nats",
+                  help=f"Mean over {terms.samples} samples z = μ + σ·ε (standard error "
+                       f"{terms.recon_std_err:.2f} nats), summed over pixels.")
+        m2.metric("KL(q(z|x) ‖ p(z))", f"{terms.kl:.2f} nats",
+                  help="Closed form, summed over latent dimensions.")
+        m3.metric("ELBO", f"{terms.elbo:.2f} nats", help="log p(x) ≥ ELBO = −recon − KL")
+        st.latex(figures.elbo_latex(terms.recon, terms.kl))
+        caption = (f"Nats per sample. The reconstruction term is averaged over {terms.samples} "
+                   f"posterior samples (± {terms.recon_std_err:.2f}); the map's hover shows the "
+                   f"one-sample estimate from training.")
+        if likelihood == "bernoulli":
+            caption += (" Bernoulli likelihood on grey pixels: a cross-entropy, so the ELBO is "
+                        "a bound in that sense, not a normalised density of the pixels.")
+        st.caption(caption)
+    else:
+        m1.metric("reconstruction −log p(x|z=μ)", f"{terms.recon:.2f} nats")
+        m2.metric("KL", "—", help="A plain autoencoder has no posterior q(z|x): no KL.")
+        m3.metric("ELBO", "—", help="No KL, no prior: an autoencoder has no ELBO.")
+        st.caption("A plain autoencoder maps x to one point z = μ: there is no posterior, so "
+                   "no KL term and no ELBO — only the reconstruction error, in nats per sample.")
+
+
+def upload_section(path: str, run: rundir.LoadedRun, test_images) -> None:
+    st.markdown(f"Upload an image (PNG, JPEG, GIF, BMP, TIFF, WebP; at most "
+                f"{MAX_BYTES // (1024 * 1024)} MB). It is converted to the model's input "
+                f"({'×'.join(map(str, run.info.image_shape))}), encoded, placed on the map "
+                f"(★) and reconstructed.")
+    c1, c2 = st.columns([3, 2])
+    upload = c1.file_uploader("Your image", key="upload", accept_multiple_files=False)
+    invert_choice = c2.radio("Invert colours", ["auto", "yes", "no"], horizontal=True,
+                             key="upload_invert",
+                             help="auto: invert when the image's background is light but the "
+                                  "training images' is dark (MNIST digits are white on black)")
+    center = c2.checkbox("Crop and centre the drawing like MNIST", value=True,
+                         key="upload_center")
+    if upload is None:
+        st.session_state.pop("_upload_mu", None)
+        return
+    try:
+        prepared = prepare_upload(
+            upload.getvalue(), run.info.image_shape,
+            invert={"auto": None, "yes": True, "no": False}[invert_choice],
+            dark_background=has_dark_background(test_images.numpy()), center=center)
+    except UploadError as exc:
+        st.session_state.pop("_upload_mu", None)
+        st.error(f"Cannot use “{upload.name}”: {exc.message}")
+        return
+    terms = sample_terms(run.model, prepared.x, run.info.config.likelihood, MC_SAMPLES)
+    st.session_state["_upload_mu"] = (path, terms.mu)
+    if prepared.notes:
+        st.caption("Converted from " + f"{prepared.original_size[0]}×{prepared.original_size[1]} "
+                   f"{prepared.original_mode}: " + "; ".join(prepared.notes) + ".")
+    elbo_panel(terms, run.info.config.likelihood, f"Your image “{upload.name}”", "upload")
+    if terms.is_vae:
+        st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim), key="upload_kl")
+
+
+# --------------------------------------------------------------------------- the page
+
+def explorer_page(path: Path) -> None:
+    key = str(path)
+    try:
+        run = app_shared.get_run(key)
+        latents = app_shared.get_latents(key)
+    except rundir.RunDirError as exc:
+        st.error(f"Cannot open this run: {exc}")
+        return
+    info = run.info
+    n = len(latents["mu"])
+    dim = run.model.latent_dim
+    kind = "VAE" if run.model.is_vae else "plain autoencoder"
+
+    st.title("VAE Latent Explorer")
+    metrics = app_shared.get_metrics(key)
+    last = metrics[-1] if metrics else {}
+    status = "" if info.status == "complete" else f" — **{info.status}**"
+    st.markdown(f"**{path.name}** · {kind}, {dim}-D latent space · {info.config.dataset} "
+                f"({info.num_test:,} test images) · {info.epochs_completed}/{info.config.epochs} "
+                f"epochs{status}" + (f" · test −ELBO **{last['test_loss']:.1f}** nats per sample"
+                                     if last else ""))
+
+    # sidebar: which sample
+    if st.session_state.get("_sample_run") != key or st.session_state.get(SAMPLE_KEY, 0) >= n:
+        st.session_state[SAMPLE_KEY] = 0
+        st.session_state["_sample_run"] = key
+        for k in z_keys(max(dim, 64)):
+            st.session_state.pop(k, None)
+    st.sidebar.number_input("Selected test sample (index)", 0, n - 1, step=1, key=SAMPLE_KEY,
+                            help="Or click a point on the latent map.")
+    s1, s2, s3 = st.sidebar.columns(3)
+    s1.button("Worst recon", key="pick_worst", on_click=select_by, args=("recon", key),
+              help="The test image the model reconstructs worst (highest reconstruction term)")
+    s2.button("Highest KL", key="pick_kl", on_click=select_by, args=("kl", key),
+              help="The test image whose posterior is furthest from the prior")
+    s3.button("Random", key="pick_random", on_click=select_random, args=(n,))
+    selected = int(st.session_state[SAMPLE_KEY])
+    st.sidebar.caption("All ELBO terms are in **nats per sample**: summed over pixels "
+                       "(reconstruction) or latent dimensions (KL).")
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader("Latent map")
+        projections = available_projections(latents)
+        c1, c2 = st.columns([3, 2])
+        projection = projections[0]
+        if len(projections) > 1:
+            projection = c1.radio("Map", projections, key="projection", horizontal=True,
+                                  format_func=lambda p: PROJECTION_NAMES[p],
+                                  help="2-D views of the latent means, computed when training "
+                                       "finished (t-SNE is never computed while you wait)")
+        show_sigma = False
+        if run.model.is_vae and dim == 2:
+            show_sigma = c2.toggle("Show posterior σ", value=True, key="show_sigma",
+                                   help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
+                                        "for the selected sample")
+        latent_map(key, run, latents, projection, selected, show_sigma)
+        st.caption(f"Test-set latent means μ(x), coloured by label. Hover for a sample's terms; "
+                   f"click one to select it. ○ = selected sample {selected}, × = the decoder's z "
+                   f"as of the last full refresh (the small map beside the sliders follows "
+                   f"every move).")
+    with right:
+        st.subheader("Decode z")
+        decode_panel(key, projection, selected)
+
+    tab_elbo, tab_upload, tab_curves = st.tabs(
+        [f"ELBO of sample {selected}", "Your own image", "Training curves"])
+    try:
+        test_images = app_shared.get_test_images(key)
+    except DataError as exc:
+        test_images = None
+        tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: {exc}")
+    with tab_elbo:
+        if test_images is not None:
+            terms = sample_terms(run.model, test_images[selected], info.config.likelihood,
+                                 MC_SAMPLES)
+            label = int(latents["labels"][selected])
+            name = info.class_names[label] if label < len(info.class_names) else str(label)
+            elbo_panel(terms, info.config.likelihood, f"Test sample {selected} (label {name})",
+                       "sample")
+            if terms.is_vae:
+                decoder = live_decoder(key, projection, file_stamp(key, rundir.LATENTS_FILE))
+                st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
+                                                      decoder.mean_kl), key="kl_bars")
+    with tab_upload:
+        if test_images is not None:
+            upload_section(key, run, test_images)
+        else:
+            st.info("Uploads need the test images (to tell dark from light backgrounds).")
+    with tab_curves:
+        if metrics:
+            st.plotly_chart(figures.training_curves_figure(metrics), key="curves")
+            st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
+                       "epoch's batches, test (dashed) measured after it.")
+        else:
+            st.info("No finished epoch yet.")
+
+
+def main() -> None:
+    st.set_page_config(page_title="VAE Latent Explorer", page_icon="🧭", layout="wide")
+    runs = app_shared.runs_dir()
+    path = app_shared.pick_run()
+    if path is None:
+        empty_state(runs)
+        return
+    explorer_page(path)
+
+
+main()
