@@ -1,0 +1,145 @@
+"""Comparing runs: how well each latent space matches the prior N(0, I) (why an
+autoencoder's "prior samples" look wrong), and the rate-distortion trade-off of runs
+trained with different beta (final reconstruction vs KL, and the warm-up curves).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass
+class PriorFit:
+    """How the test set's codes (posterior means) sit relative to the prior N(0, I)."""
+
+    latent_dim: int
+    code_mean: np.ndarray  # (D,) mean of the codes
+    code_std: np.ndarray  # (D,) std of the codes
+    gaussian_kl: float  # KL(N(mean, cov) || N(0, I)) of a Gaussian fitted to the codes, nats
+    inside_prior: float  # share of codes inside the prior's 95% ball
+    prior_hits: float  # share of prior draws within a typical neighbour distance of a code
+    coverage: float  # share of codes with a prior draw within that distance
+
+    def explanation(self, is_vae: bool) -> str:
+        """One paragraph that says why prior samples look right or wrong."""
+        stds = ", ".join(f"{s:.2g}" for s in self.code_std[:4]) + \
+            (" ..." if self.latent_dim > 4 else "")
+        where = (f"Its codes have standard deviations {stds} per dimension (the prior has 1), "
+                 f"{100 * self.inside_prior:.0f}% of them lie inside the prior's 95% ball, and "
+                 f"{100 * self.prior_hits:.0f}% of draws from N(0, I) land near a code and "
+                 f"together they reach {100 * self.coverage:.0f}% of the codes.")
+        if is_vae:
+            return (f"The KL term pulls every posterior towards N(0, I), so the codes fill the "
+                    f"prior: a Gaussian fitted to them is {self.gaussian_kl:.2f} nats from "
+                    f"N(0, I). {where} Draws from the prior therefore decode to digits.")
+        return (f"A plain autoencoder is never told where its codes should live: nothing in "
+                f"its loss mentions N(0, I). A Gaussian fitted to its codes is "
+                f"{self.gaussian_kl:.2f} nats from N(0, I). {where} So z ~ N(0, I) mostly "
+                f"lands in regions the decoder never saw, and the \"samples\" are blurs, "
+                f"repeats of one shape, or noise. That is the difference the KL term makes.")
+
+
+def gaussian_kl_to_standard(mean: np.ndarray, cov: np.ndarray) -> float:
+    """KL(N(mean, cov) || N(0, I)) = 1/2 (tr cov + |mean|^2 - D - log det cov), nats."""
+    d = len(mean)
+    sign, logdet = np.linalg.slogdet(cov)
+    if sign <= 0:
+        return math.inf
+    return float(0.5 * (np.trace(cov) + mean @ mean - d - logdet))
+
+
+def prior_fit(mu: np.ndarray, seed: int = 0) -> PriorFit:
+    """Measure the codes ``mu`` (N, D) against N(0, I), with as many prior draws as codes
+    (at most 2,000 of each)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2 or len(mu) < 3:
+        raise ValueError(f"need codes of at least 3 samples as an (N, D) array, got {mu.shape}")
+    n, d = mu.shape
+    mean = mu.mean(0)
+    cov = np.atleast_2d(np.cov(mu, rowvar=False)) + 1e-9 * np.eye(d)
+    radius2 = stats.chi2.ppf(0.95, d)
+    inside = float(((mu**2).sum(1) <= radius2).mean())
+    # typical distance from a code to its nearest other code, then: does a prior draw
+    # fall within 2x that distance of some code?
+    ref = mu[np.random.default_rng(seed).permutation(n)[:2000]]  # (M, D)
+    d_codes = _sq_distances(ref, ref)
+    np.fill_diagonal(d_codes, np.inf)
+    typical = np.sqrt(np.median(d_codes.min(1)))
+    draws = np.random.default_rng(seed + 1).standard_normal((len(ref), d))
+    near = np.sqrt(_sq_distances(draws, ref)) <= 2 * typical  # (M, M) draw i near code j
+    hits, coverage = float(near.any(1).mean()), float(near.any(0).mean())
+    return PriorFit(latent_dim=d, code_mean=mean, code_std=mu.std(0),
+                    gaussian_kl=gaussian_kl_to_standard(mean, cov), inside_prior=inside,
+                    prior_hits=hits, coverage=coverage)
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None], 0.0)
+
+
+@dataclass
+class RatePoint:
+    """One run on the rate-distortion plane (test set, final epoch, nats per sample)."""
+
+    name: str
+    path: str
+    model: str
+    beta: float
+    kl_warmup: int
+    latent_dim: int
+    dataset: str
+    distortion: float  # test reconstruction term, -E_q[log p(x|z)]
+    rate: float  # test KL(q(z|x) || p(z))
+    active_units: int
+
+    @property
+    def neg_elbo(self) -> float:
+        return self.distortion + self.rate
+
+
+def rate_point(run_dir: str | Path) -> RatePoint:
+    """The final test-set rate and distortion of a run (its last metrics row)."""
+    from training import rundir
+
+    run_dir = Path(run_dir)
+    info = rundir.read_config(run_dir)
+    rows = rundir.read_metrics(run_dir)
+    if not rows:
+        raise rundir.RunDirError(run_dir / rundir.METRICS_FILE,
+                                 "no finished epoch yet: nothing to place on the chart")
+    last = rows[-1]
+    c = info.config
+    return RatePoint(name=run_dir.name, path=str(run_dir), model=c.model, beta=c.beta,
+                     kl_warmup=c.kl_warmup, latent_dim=c.latent_dim, dataset=c.dataset,
+                     distortion=float(last["test_recon"]), rate=float(last["test_kl"]),
+                     active_units=int(last.get("active_units", 0)))
+
+
+def comparable(points: list[RatePoint]) -> tuple[list[RatePoint], list[str]]:
+    """Keep the VAE runs on the most common data set (rates of different data sets or of
+    autoencoders do not belong on one chart); say what was left out and why."""
+    notes = []
+    vaes = [p for p in points if p.model == "vae"]
+    for p in points:
+        if p.model != "vae":
+            notes.append(f"{p.name}: a plain autoencoder has no KL (rate), left out")
+    if not vaes:
+        return [], notes
+    datasets = [p.dataset for p in vaes]
+    common = max(set(datasets), key=datasets.count)
+    for p in vaes:
+        if p.dataset != common:
+            notes.append(f"{p.name}: trained on {p.dataset}, not {common}, left out")
+    return [p for p in vaes if p.dataset == common], notes
+
+
+def warmup_curve(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Columns for the training-curve chart: epoch, beta, train/test recon and KL."""
+    keys = ("epoch", "beta", "train_recon", "train_kl", "test_recon", "test_kl", "test_loss")
+    return {k: [float(r.get(k, math.nan)) for r in rows] for k in keys}

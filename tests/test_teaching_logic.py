@@ -1,0 +1,417 @@
+"""The teaching views' logic: IWAE vs ELBO, latent health, generation, comparison,
+export and training jobs, checked against closed forms and independent references."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from explorer import compare, diagnostics, export, generation, iwae, jobs
+from training import rundir
+from training.loss import elbo_terms
+from training.trainer import count_active_units
+
+# --------------------------------------------------------------------------- IWAE
+
+
+class LinearGaussian:
+    """p(z) = N(0, I_D), p(x|z) = N(W z + b, s^2 I_P): log p(x) and the posterior are
+    known in closed form (Bishop 2006, section 2.3.3), an independent reference."""
+
+    def __init__(self, dim_z=2, dim_x=5, s=0.5, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(dim_x, dim_z, generator=g, dtype=torch.float64)  # (P, D)
+        self.b = torch.randn(dim_x, generator=g, dtype=torch.float64)  # (P,)
+        self.s = s
+        self.dim_z = dim_z
+
+    def sample_x(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.dim_z, generator=g, dtype=torch.float64)
+        return z @ self.w.T + self.b + self.s * torch.randn(n, len(self.b), generator=g,
+                                                             dtype=torch.float64)
+
+    def log_px(self, x):
+        cov = self.w @ self.w.T + self.s**2 * torch.eye(len(self.b), dtype=torch.float64)
+        dist = torch.distributions.MultivariateNormal(self.b, covariance_matrix=cov)
+        return dist.log_prob(x)  # (B,)
+
+    def posterior(self, x):
+        """Exact q: mean (B, D) and diagonal log-variance are only exact when the posterior
+        covariance is diagonal, so this returns the full covariance too."""
+        prec = torch.eye(self.dim_z, dtype=torch.float64) + self.w.T @ self.w / self.s**2
+        cov = torch.linalg.inv(prec)  # (D, D)
+        mean = (x - self.b) @ self.w @ cov / self.s**2  # (B, D)
+        return mean, cov
+
+    def log_likelihood(self, x):
+        def fn(z):  # z (k, B, D) -> (k, B)
+            mean = z @ self.w.T + self.b  # (k, B, P)
+            return torch.distributions.Normal(mean, self.s).log_prob(x).sum(-1)
+        return fn
+
+
+@pytest.fixture
+def diag_model():
+    """A linear-Gaussian model with orthogonal columns of W: the posterior covariance is
+    diagonal, so a mean-field q can match it exactly."""
+    m = LinearGaussian(dim_z=2, dim_x=5, s=0.5)
+    q, _ = torch.linalg.qr(m.w)
+    m.w = q * torch.tensor([1.5, 0.7], dtype=torch.float64)  # orthogonal columns
+    return m
+
+
+def test_iwae_equals_log_px_when_q_is_the_exact_posterior(diag_model):
+    m = diag_model
+    x = m.sample_x(20)
+    mean, cov = m.posterior(x)
+    assert torch.allclose(cov, torch.diag(torch.diag(cov)), atol=1e-12)
+    logvar = torch.log(torch.diag(cov)).expand_as(mean)
+    log_w = iwae.importance_log_weights(m.log_likelihood(x), mean, logvar, 16,
+                                        torch.Generator().manual_seed(0))
+    est = iwae.bounds_from_log_weights(log_w)
+    truth = m.log_px(x).numpy()
+    np.testing.assert_allclose(est.iwae, truth, atol=1e-9)
+    np.testing.assert_allclose(est.elbo, truth, atol=1e-9)  # every weight is p(x)
+    assert np.abs(est.gap).max() < 1e-9
+
+
+def test_gap_shrinks_as_q_approaches_the_posterior(diag_model):
+    m = diag_model
+    x = m.sample_x(200)
+    mean, cov = m.posterior(x)
+    logvar = torch.log(torch.diag(cov)).expand_as(mean)
+    truth = m.log_px(x).numpy().mean()
+    gaps, elbos = [], []
+    for t in (1.0, 0.5, 0.25, 0.1, 0.0):  # t = 0: exact posterior
+        q_mean = mean + t * 1.5  # shifted
+        q_logvar = logvar + t * 1.0  # too wide
+        log_w = iwae.importance_log_weights(m.log_likelihood(x), q_mean, q_logvar, 64,
+                                            torch.Generator().manual_seed(1))
+        est = iwae.bounds_from_log_weights(log_w)
+        gaps.append(truth - est.elbo.mean())
+        elbos.append(est.elbo.mean())
+        assert (est.iwae >= est.elbo - 1e-12).all()  # per sample, always
+        assert est.iwae.mean() <= truth + 0.05  # a lower bound (up to MC noise)
+    # the ELBO's gap shrinks monotonically
+    assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False))
+    assert gaps[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_iwae_is_non_decreasing_in_k_and_tends_to_log_px():
+    m = LinearGaussian(dim_z=2, dim_x=6, s=0.4, seed=3)  # non-diagonal true posterior
+    x = m.sample_x(300, seed=4)
+    mean, cov = m.posterior(x)
+    logvar = torch.log(torch.diag(cov)).expand_as(mean) + 0.5  # mean-field, too wide
+    truth = m.log_px(x).numpy().mean()
+    means = []
+    for k in (1, 5, 50, 500):
+        log_w = iwae.importance_log_weights(m.log_likelihood(x), mean, logvar, k,
+                                            torch.Generator().manual_seed(k), chunk=37)
+        est = iwae.bounds_from_log_weights(log_w)
+        means.append(est.iwae.mean())
+        if k == 1:
+            np.testing.assert_array_equal(est.iwae, est.elbo)
+        assert est.iwae.mean() >= est.elbo.mean()
+    assert all(b >= a - 1e-3 for a, b in zip(means, means[1:], strict=False))
+    assert means[-1] > means[0] + 0.1
+    assert means[-1] == pytest.approx(truth, abs=0.02)
+
+
+def test_trained_vae_bounds_match_loss_module_and_order(tiny_run):
+    run = rundir.load_run(tiny_run)
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32))
+    from training.data import load_digits
+
+    x = load_digits().test_x[:40]
+    e1 = iwae.estimate_bounds(run.model, x, 1, seed=0)
+    e50 = iwae.estimate_bounds(run.model, x, 50, seed=0, batch_size=16)
+    assert e1.iwae.shape == (40,) and e50.num_samples == 50
+    assert e50.iwae.mean() > e50.elbo.mean()
+    assert e50.iwae.mean() > e1.iwae.mean()
+    # ELBO_K averaged over many draws equals -(recon + KL) from training.loss (which uses
+    # the closed-form KL): an independent check of log p(z) - log q(z|x)
+    with torch.no_grad():
+        mu, logvar = run.model.encode(x)
+        k = 400
+        z = run.model.reparameterize(mu.repeat(k, 1), logvar.repeat(k, 1),
+                                     torch.Generator().manual_seed(5))
+        terms = elbo_terms(run.model.decode(z), x.repeat(k, 1, 1, 1), mu.repeat(k, 1),
+                           logvar.repeat(k, 1))
+        reference = -terms.neg_elbo.view(k, -1).mean(0).numpy()  # (B,)
+    many = iwae.estimate_bounds(run.model, x, 400, seed=1)
+    np.testing.assert_allclose(many.elbo, reference, atol=0.5)
+
+
+def test_iwae_refuses_an_autoencoder_and_bad_k(tiny_ae_run, tiny_run):
+    ae = rundir.load_run(tiny_ae_run).model
+    with pytest.raises(ValueError, match="autoencoder has no posterior"):
+        iwae.estimate_bounds(ae, torch.zeros(2, 1, 8, 8), 5)
+    vae = rundir.load_run(tiny_run).model
+    with pytest.raises(ValueError, match="at least 1"):
+        iwae.estimate_bounds(vae, torch.zeros(2, 1, 8, 8), 0)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+def test_planted_dead_dimension_is_counted_dead_and_flagged(tiny_run_z4):
+    from training.data import load_digits
+
+    run = rundir.load_run(tiny_run_z4)
+    model = run.model
+    with torch.no_grad():  # dim 2: mu = 0 and logvar = 0 for every input -> q = prior
+        model.to_mu.weight[2].zero_()
+        model.to_mu.bias[2] = 0.0
+        model.to_logvar.weight[2].zero_()
+        model.to_logvar.bias[2] = 0.0
+        x = load_digits().test_x
+        mu, logvar = model.encode(x)
+    health = diagnostics.latent_health(mu.numpy(), logvar.numpy())
+    assert not health.active[2] and health.dead[2]
+    assert 2 in health.dead_dims
+    assert health.kl_per_dim[2] == pytest.approx(0.0, abs=1e-9)
+    assert health.mu_variance[2] == 0.0
+    assert health.active_units == count_active_units(mu.numpy()) == int(health.active.sum())
+    assert health.active_units <= 3
+    assert health.kl_order()[-1] == 2 or health.kl_per_dim[health.kl_order()[-1]] == 0
+    assert any("dead" in w and "2" in w for w in health.warnings)
+
+
+def test_health_warnings_for_collapse_and_mean_reconstructions():
+    rng = np.random.default_rng(0)
+    n, d = 500, 8
+    mu = rng.normal(0, 0.01, (n, d))  # every posterior at the prior
+    logvar = np.zeros((n, d))
+    h = diagnostics.latent_health(mu, logvar, recon_spread=0.02)
+    text = " ".join(h.warnings)
+    assert h.active_units == 0 and len(h.dead_dims) == d
+    assert "Posterior collapse" in text and "Most latent dimensions are dead" in text
+    assert "near the data mean" in text
+    healthy = diagnostics.latent_health(rng.normal(0, 1, (n, 3)), np.full((n, 3), -2.0), 0.7)
+    assert healthy.warnings == [] and healthy.active_units == 3
+
+
+def test_reconstruction_spread():
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 1, 4, 4))
+    assert diagnostics.reconstruction_spread(x, x) == pytest.approx(1.0)
+    mean = np.repeat(x.mean(0, keepdims=True), 50, 0)
+    assert diagnostics.reconstruction_spread(x, mean) == pytest.approx(0.0)
+    assert diagnostics.reconstruction_spread(x, 0.5 * x + 0.25) == pytest.approx(0.25)
+
+
+def test_health_of_an_autoencoder_has_no_kl_warnings():
+    mu = np.random.default_rng(0).normal(0, 5, (100, 2))
+    h = diagnostics.latent_health(mu, None)
+    assert not h.is_vae and h.total_kl == 0 and h.warnings == []
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        diagnostics.latent_health(np.zeros((1, 2)), None)
+
+
+# --------------------------------------------------------------------------- generation
+
+def test_interpolation_endpoints_decode_to_the_endpoints_reconstructions(tiny_run_z4):
+    from training.data import load_digits
+
+    model = rundir.load_run(tiny_run_z4).model
+    x = load_digits().test_x[:2]
+    with torch.no_grad():
+        mu, _ = model.encode(x)
+        recon = torch.sigmoid(model.decode(mu)).numpy()  # (2, C, H, W)
+    for method in ("lerp", "slerp"):
+        z, images = generation.interpolate(model, mu[0].numpy(), mu[1].numpy(), 7, method)
+        np.testing.assert_array_equal(z[0], mu[0].numpy())
+        np.testing.assert_array_equal(z[-1], mu[1].numpy())
+        np.testing.assert_allclose(images[0], recon[0], atol=1e-6)
+        np.testing.assert_allclose(images[-1], recon[1], atol=1e-6)
+        assert not np.allclose(images[3], images[0])
+
+
+def test_slerp_follows_the_great_circle():
+    z0, z1 = np.array([2.0, 0.0]), np.array([0.0, 4.0])
+    mid = generation.slerp(z0, z1, np.array([0.5]))[0]
+    angle = math.degrees(math.atan2(mid[1], mid[0]))
+    assert angle == pytest.approx(45.0, abs=1e-4)
+    assert np.linalg.norm(mid) == pytest.approx(3.0, abs=1e-5)  # norm interpolated linearly
+    np.testing.assert_allclose(generation.lerp(z0, z1, np.array([0.5]))[0], [1.0, 2.0])
+    parallel = generation.slerp(z0, 2 * z0, np.array([0.5]))[0]
+    np.testing.assert_allclose(parallel, [3.0, 0.0], atol=1e-6)
+
+
+def test_manifold_grid_orientation_and_traversal(tiny_run_z4):
+    model = rundir.load_run(tiny_run_z4).model
+    xs, ys, grid = generation.manifold_grid(model, (1, 3), n=5)
+    assert grid.shape == (5, 5, 1, 8, 8)
+    # top-left cell is (x min, y max); check it against a direct decode
+    z = np.zeros((1, 4), np.float32)
+    z[0, 1], z[0, 3] = xs[0], ys[-1]
+    np.testing.assert_allclose(grid[0, 0], generation.decode_images(model, z)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="two different latent dimensions"):
+        generation.manifold_grid(model, (1, 1))
+    values, rows = generation.traversal(model, np.zeros(4), [3, 0], np.linspace(-3, 3, 7))
+    assert rows.shape == (2, 7, 1, 8, 8)
+    z = np.zeros((1, 4), np.float32)
+    z[0, 0] = 3.0
+    np.testing.assert_allclose(rows[1, -1], generation.decode_images(model, z)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="does not exist"):
+        generation.traversal(model, np.zeros(4), [4])
+
+
+def test_reparam_draws_and_prior_samples(tiny_run):
+    model = rundir.load_run(tiny_run).model
+    mu, logvar = np.array([0.5, -1.0]), np.log(np.array([0.2, 0.3]) ** 2)
+    d1 = generation.reparam_draws(model, mu, logvar, k=4, seed=1)
+    d2 = generation.reparam_draws(model, mu, logvar, k=4, seed=2)
+    np.testing.assert_allclose(d1.z, mu + np.array([0.2, 0.3]) * d1.eps, rtol=1e-5)
+    assert d1.images.shape == (4, 1, 8, 8)
+    assert not np.allclose(d1.images, d2.images)  # a fresh eps changes the decoded image
+    np.testing.assert_allclose(d1.mean_image, d2.mean_image)
+    z, images = generation.prior_samples(model, 6, seed=0)
+    assert z.shape == (6, 2) and images.shape == (6, 1, 8, 8)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_tile_layout():
+    images = np.zeros((5, 1, 2, 3))
+    images[4] = 1.0
+    out = generation.tile(images, cols=3, pad=1, pad_value=0.5)
+    assert out.shape == (2 * 3 + 1, 3 * 4 + 1)
+    assert out[4:6, 5:8].min() == 1.0  # image 4 is row 1, column 1
+    assert out[0, 0] == 0.5
+    rgb = generation.tile(np.zeros((2, 3, 3, 4, 4)))  # (rows, cols, C, H, W)
+    assert rgb.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+
+
+# --------------------------------------------------------------------------- compare
+
+def test_prior_fit_tells_a_vae_from_an_autoencoder():
+    rng = np.random.default_rng(0)
+    vae_codes = rng.standard_normal((1000, 2))
+    ae_codes = rng.standard_normal((1000, 2)) * np.array([9.0, 4.0]) + 6.0
+    vae, ae = compare.prior_fit(vae_codes), compare.prior_fit(ae_codes)
+    assert vae.gaussian_kl < 0.02 and ae.gaussian_kl > 10
+    assert vae.inside_prior == pytest.approx(0.95, abs=0.03)
+    assert ae.inside_prior < 0.1
+    assert vae.prior_hits > 0.75 and vae.coverage > 0.75
+    assert ae.coverage < 0.2  # the prior reaches only the codes near the origin
+    tiny = compare.prior_fit(rng.standard_normal((1000, 16)) * 0.3)
+    assert tiny.prior_hits < 0.1  # codes squeezed near 0: most prior draws miss them
+    assert "never told" in ae.explanation(is_vae=False)
+    assert "KL term pulls" in vae.explanation(is_vae=True)
+    # closed form against torch.distributions
+    mean, cov = np.array([0.5, -1.0]), np.array([[2.0, 0.3], [0.3, 0.5]])
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(torch.tensor(mean), torch.tensor(cov)),
+        torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2, dtype=torch.float64)))
+    assert compare.gaussian_kl_to_standard(mean, cov) == pytest.approx(float(ref))
+
+
+def test_rate_points_and_warmup_curve(tiny_run, tiny_ae_run, tiny_run_z4):
+    points = [compare.rate_point(p) for p in (tiny_run, tiny_ae_run, tiny_run_z4)]
+    last = rundir.read_metrics(tiny_run)[-1]
+    assert points[0].distortion == pytest.approx(last["test_recon"])
+    assert points[0].rate == pytest.approx(last["test_kl"])
+    kept, notes = compare.comparable(points)
+    assert [p.name for p in kept] == [tiny_run.name, tiny_run_z4.name]
+    assert any("autoencoder" in n for n in notes)
+    curve = compare.warmup_curve(rundir.read_metrics(tiny_run))
+    assert curve["epoch"] == [1.0, 2.0, 3.0] and len(curve["beta"]) == 3
+
+
+# --------------------------------------------------------------------------- export
+
+def test_exports(tiny_run):
+    import plotly.graph_objects as go
+
+    html = export.figure_html(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])))
+    assert b"<html" in html and b"<script src=" not in html  # no CDN: works offline
+    assert len(html) > 1_000_000  # plotly.js is inlined
+    png = export.image_png(np.linspace(0, 1, 12).reshape(3, 4), upscale=2)
+    img = Image.open(io.BytesIO(png))
+    assert img.size == (8, 6) and np.asarray(img)[5, 7] == 255
+    with pytest.raises(export.ExportError, match="expected an image"):
+        export.image_png(np.zeros((2, 2, 2, 2)))
+    latents = rundir.read_latents(tiny_run)
+    health = diagnostics.latent_health(latents["mu"], latents["logvar"])
+    bounds = iwae.BoundEstimate(elbo=np.array([-50.0, -52.0]), iwae=np.array([-49.0, -51.5]),
+                                num_samples=10)
+    summary = export.run_summary(tiny_run, health, bounds)
+    data = json.loads(export.summary_json(summary))
+    assert data["config"]["latent_dim"] == 2 and data["status"] == "complete"
+    assert data["final_metrics"]["epoch"] == 3
+    assert data["active_units"] == health.active_units
+    assert data["iwae"]["gap_mean"] == pytest.approx(0.75)
+    assert data["latent_health"]["kl_per_dim"] == pytest.approx(health.kl_per_dim.tolist())
+
+
+# --------------------------------------------------------------------------- jobs
+
+def test_form_options_are_validated(tmp_path):
+    (tmp_path / "taken").mkdir()
+    bad = jobs.TrainOptions(name="../evil", latent_dim=0, beta=-1.0, epochs=5, kl_warmup=9,
+                            dataset="nope")
+    text = "\n".join(bad.problems(tmp_path))
+    for part in ("Run name", "Latent dim", "Beta", "warm-up", "Data set 'nope'"):
+        assert part in text
+    assert "already exists" in "".join(jobs.TrainOptions(name="taken").problems(tmp_path))
+    assert jobs.TrainOptions(name="ok", model="ae", beta=4.0).problems(tmp_path) == [
+        "A plain autoencoder has no KL term: beta and warm-up do not apply; set beta to 1 "
+        "and warm-up to 0, or choose the VAE."]
+    assert jobs.TrainOptions(name="fine-1").problems(tmp_path) == []
+    with pytest.raises(ValueError, match="Run name"):
+        jobs.start_job(bad, tmp_path)
+    assert not (tmp_path / ".jobs").exists()  # nothing started
+
+
+def test_job_trains_a_run_and_reports_progress(tmp_path):
+    options = jobs.TrainOptions(name="job-digits", dataset="digits", epochs=2, hidden_dim=32,
+                                latent_dim=2)
+    job = jobs.start_job(options, tmp_path)
+    assert "--threads" in job.argv and job.argv[job.argv.index("--threads") + 1] == "1"
+    status = jobs.wait_job(job, timeout=120)
+    assert status.state == "complete", status.log_tail
+    assert status.epochs_completed == 2 and status.fraction == 1.0
+    assert [r["epoch"] for r in status.metrics] == [1, 2]
+    assert rundir.read_config(tmp_path / "job-digits").status == "complete"
+    found = jobs.find_jobs(tmp_path)
+    assert [j.name for j in found] == ["job-digits"]
+    assert jobs.poll_job(found[0]).state == "complete"  # found again without a handle
+    assert jobs.cancel_job(job) is False  # already finished
+
+
+def test_job_cancel_keeps_finished_epochs(tmp_path):
+    options = jobs.TrainOptions(name="job-cancel", dataset="digits", epochs=1000, hidden_dim=32)
+    job = jobs.start_job(options, tmp_path)
+    status = jobs.poll_job(job)
+    deadline = 60
+    import time
+
+    start = time.monotonic()
+    while status.epochs_completed < 1 and time.monotonic() - start < deadline:
+        time.sleep(0.2)
+        status = jobs.poll_job(job)
+    assert status.state == "training", status.log_tail
+    assert jobs.cancel_job(job)
+    status = jobs.wait_job(job, timeout=60)
+    assert status.state == "cancelled", status.log_tail
+    assert job.returncode in (130, -signal.SIGINT)
+    assert "kept in" in status.message
+    info = rundir.read_config(tmp_path / "job-cancel")
+    assert info.status == "interrupted" and info.epochs_completed >= 1
+
+
+def test_job_failure_is_reported_with_the_cli_error(tmp_path):
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    options = jobs.TrainOptions(name="job-bad", dataset=f"folder:{empty}", epochs=1)
+    job = jobs.start_job(options, tmp_path)
+    status = jobs.wait_job(job, timeout=120)
+    assert status.state == "failed"
+    assert "exit code 2" in status.message and "no images" in status.message
