@@ -1,5 +1,6 @@
 """The demo runs a fresh install trains: the default VAE, a plain autoencoder with the
-same backbone, and a VAE with a larger latent space, so the app can contrast them.
+same backbone, a VAE with a larger latent space, and a beta = 4 VAE with KL warm-up, so
+the app can contrast them.
 
 ``python -m training.demo [--runs-dir runs] [--only NAME ...]`` trains whichever of them
 are missing (a complete run directory is never retrained or overwritten).
@@ -21,6 +22,9 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     "demo-vae-z2": {},
     "demo-ae-z2": {"model": "ae"},
     "demo-vae-z16": {"latent_dim": 16},
+    # beta = 4 with a 10-epoch KL warm-up: the rate-distortion lesson's second point, and
+    # its training curves show the warm-up ramp
+    "demo-vae-z2-beta4": {"beta": 4.0, "kl_warmup": 10},
 }
 
 
