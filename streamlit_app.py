@@ -36,6 +36,7 @@ IMAGE_MODE = os.environ.get("VAE_EXPLORER_IMAGES", "inline")
 PROJECTION_NAMES = {"raw": "latent axes", "pca": "PCA", "tsne": "t-SNE"}
 SAMPLE_KEY = "sample_index"
 MC_SAMPLES = 64
+SLIDER_STEP = 0.01
 
 
 # --------------------------------------------------------------------------- cached pieces
@@ -193,12 +194,12 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
                f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
 
     b1, b2, b3 = st.columns(3)
-    b1.button("From sample's μ", key="z_from_mu", help=f"Start from sample {selected}'s "
+    b1.button("μ of sample", key="z_from_mu", help=f"Start from sample {selected}'s "
               f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
               width="stretch")
-    b2.button("Sample prior", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
+    b2.button("Prior draw", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
               on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder))
-    b3.button("Reset to 0", key="z_zero", help="z = 0, the prior's mean",
+    b3.button("Zero", key="z_zero", help="z = 0, the prior's mean",
               on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
               width="stretch")
 
@@ -207,7 +208,7 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
     def slider(j: int) -> None:
         kl_note = (f"; test-set mean KL {decoder.mean_kl[j]:.2f} nats"
                    if decoder.mean_kl is not None else "")
-        st.slider(f"z{j}", float(decoder.lo[j]), float(decoder.hi[j]), step=0.05,
+        st.slider(f"z{j}", float(decoder.lo[j]), float(decoder.hi[j]), step=SLIDER_STEP,
                   key=f"z{j}", help=f"latent dimension {j}{kl_note}")
 
     for j in shown:
@@ -326,12 +327,15 @@ def explorer_page(path: Path) -> None:
             st.session_state.pop(k, None)
     st.sidebar.number_input("Selected test sample (index)", 0, n - 1, step=1, key=SAMPLE_KEY,
                             help="Or click a point on the latent map.")
-    s1, s2, s3 = st.sidebar.columns(3)
-    s1.button("Worst recon", key="pick_worst", on_click=select_by, args=("recon", key),
-              help="The test image the model reconstructs worst (highest reconstruction term)")
-    s2.button("Highest KL", key="pick_kl", on_click=select_by, args=("kl", key),
-              help="The test image whose posterior is furthest from the prior")
-    s3.button("Random", key="pick_random", on_click=select_random, args=(n,))
+    st.sidebar.button("Worst reconstruction", key="pick_worst", on_click=select_by,
+                      args=("recon", key), width="stretch", icon=":material/report:",
+                      help="The test image the model reconstructs worst (highest "
+                           "reconstruction term)")
+    st.sidebar.button("Highest KL", key="pick_kl", on_click=select_by, args=("kl", key),
+                      width="stretch", icon=":material/open_in_full:",
+                      help="The test image whose posterior is furthest from the prior")
+    st.sidebar.button("Random sample", key="pick_random", on_click=select_random, args=(n,),
+                      width="stretch", icon=":material/casino:")
     selected = int(st.session_state[SAMPLE_KEY])
     st.sidebar.caption("All ELBO terms are in **nats per sample**: summed over pixels "
                        "(reconstruction) or latent dimensions (KL).")
