@@ -9,7 +9,10 @@ directory behind (see ``training/rundir.py``). It also:
   (exit codes 130 / 143 are the CLI's job), keeping the last finished epoch on disk;
 - stops on a NaN / Inf loss, naming the last good checkpoint;
 - runs unchanged under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on
-  CUDA), a DistributedSampler with ``set_epoch``, and only rank 0 writing files.
+  CUDA), a DistributedSampler with ``set_epoch``, and only rank 0 writing files; ranks
+  agree on every stop (signal, non-finite loss), and meet at a barrier before exit. With
+  ``VAE_DDP_DUMP_DIR`` set, each rank also saves its final weights there as ``rank<r>.pt``
+  (a testing aid: ``tests/test_ddp.py`` checks the replicas are identical).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from training.loss import beta_at, elbo_terms
 from training.model import VAE
 
 EVAL_BATCH = 1000
+SYNC_EVERY = 16  # batches between host syncs (loss finite? stop requested?) on GPU / DDP
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise comes from its own generator: eval never
 # consumes the training RNG, so evaluating (or not) cannot change the training trajectory
 
@@ -211,6 +215,94 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the model's parameters: the one optimizer of :func:`train` (and of the
+    benchmarks, which time the same code path)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _all_max(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Element-wise maximum of ``values`` over all DDP ranks (a collective: every rank must
+    call it at the same point). Returns a CPU tensor."""
+    import torch.distributed as tdist
+
+    values = values.to(device)
+    tdist.all_reduce(values, op=tdist.ReduceOp.MAX)
+    return values.cpu()
+
+
+@dataclass
+class EpochResult:
+    """What one pass of :func:`train_epoch` did."""
+
+    sums: torch.Tensor  # (3,) float64, CPU: recon, kl, objective summed over samples, nats
+    lr: float  # learning rate of the last batch run
+    batches: int  # batches run (fewer than planned after a stop request or a divergence)
+    diverged: str | None = None  # "nan at epoch 3, batch 7/32": the loss stopped being finite
+    stop_signum: int = 0  # a stop was requested (signal number; agreed on by all DDP ranks)
+
+
+def train_epoch(train_model: nn.Module, model: VAE, optimizer: torch.optim.Optimizer,
+                train_x: torch.Tensor, order: torch.Tensor, config: TrainConfig, epoch: int,
+                stop_requested: Callable[[], int] = lambda: 0,
+                on_batch: Callable[[], Any] | None = None, sync_every: int = 1,
+                dist_enabled: bool = False) -> EpochResult:
+    """One epoch of optimizer steps over ``train_x[order]``, batch by batch: the inner loop
+    of :func:`train`, also what ``bench/throughput.py`` times.
+
+    Batches are index slices of the in-memory tensor ``train_x`` (no DataLoader, no
+    per-sample ``__getitem__``). Loss sums stay on the device; the host reads them only every
+    ``sync_every`` batches and after the last (1 = every batch: on the CPU that costs
+    nothing, and a non-finite loss is caught *before* its step). At each such check the loss
+    must be finite and ``stop_requested()`` (a signal number, 0 for none) is consulted; under
+    DDP (``dist_enabled``) both answers are agreed on by all ranks in one small all-reduce,
+    so every rank stops after the same batch and none waits forever for a departed peer.
+    ``train_model`` is ``model`` or its DistributedDataParallel wrapper.
+    """
+    device = train_x.device
+    n_batches = math.ceil(len(order) / config.batch_size)
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    sums = torch.zeros(3, dtype=acc_dtype, device=device)  # recon, kl, objective (summed)
+    lr = optimizer.param_groups[0]["lr"]
+    last_check = 0
+    for b in range(n_batches):
+        progress_epochs = epoch - 1 + b / n_batches
+        lr = lr_at(progress_epochs, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        beta = beta_at(progress_epochs, config.beta, config.kl_warmup)
+        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+        xb = train_x[idx]  # (B, C, H, W)
+        logits, mu, logvar = train_model(xb)
+        terms = elbo_terms(logits, xb, mu, logvar, config.likelihood, beta,
+                           config.free_bits, model.log_sigma)
+        loss = terms.objective.mean()
+        with torch.no_grad():
+            sums += torch.stack([terms.recon.sum(), terms.kl.sum(),
+                                 terms.objective.sum()]).to(acc_dtype)
+        if (b + 1) % sync_every == 0 or b + 1 == n_batches:
+            bad = float(not bool(torch.isfinite(sums).all()))  # the host sync
+            signum = float(stop_requested())
+            if dist_enabled:
+                bad, signum = _all_max(torch.tensor([bad, signum]), device).tolist()
+            if bad:
+                where = (f"epoch {epoch}, batch {b + 1}/{n_batches}" if b == last_check
+                         else f"epoch {epoch}, between batches {last_check + 1} and {b + 1} "
+                              f"of {n_batches}")
+                value = loss.item() if not math.isfinite(loss.item()) else sums[2].item()
+                return EpochResult(sums.cpu().double(), lr, b, diverged=f"{value} at {where}")
+            if signum:
+                optimizer.zero_grad(set_to_none=True)
+                return EpochResult(sums.cpu().double(), lr, b, stop_signum=int(signum))
+            last_check = b + 1
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_batch is not None:
+            on_batch()
+    return EpochResult(sums.cpu().double(), lr, n_batches)
+
+
 # --------------------------------------------------------------------------- the loop
 
 @dataclass
@@ -233,6 +325,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     """
     config.validate()
     dist = dist_info_from_env()
+    owns_group = False  # did train() start the process group (and so must end it)?
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
@@ -242,7 +335,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         if device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
             torch.cuda.set_device(device)
-        if not tdist.is_initialized():
+        owns_group = not tdist.is_initialized()
+        if owns_group:
             tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cpu":
         threads = config.threads or default_threads()
@@ -255,8 +349,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                             config.channels, config.split_seed, config.test_fraction)
     torch.manual_seed(config.seed)
     model = VAE.from_config(config, data.image_shape).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
     metrics: list[dict[str, Any]] = []
@@ -291,15 +384,27 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     train_model: nn.Module = model
     sampler = None
     if dist.enabled:
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
         from torch.utils.data.distributed import DistributedSampler
 
+        # the only buffer (the fixed log-sigma) never changes: no broadcast per forward; a
+        # learned sigma unused by the bernoulli likelihood gets no gradient: tell DDP so
+        no_buffer_sync = ({"forward_sync_buffers": False}  # torch >= 2.15's name
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel)
+                          .parameters else {"broadcast_buffers": False})
         train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.learn_sigma and config.likelihood != "gaussian",
+            **no_buffer_sync)
         sampler = DistributedSampler(range(len(data.train_x)), num_replicas=dist.world_size,
                                      rank=dist.rank, shuffle=True, seed=config.seed)
 
     train_x = data.train_x.to(device)  # in memory (on the device): batches are index slices
+    # host syncs: every batch on the CPU alone (free there, and exact about where a loss went
+    # non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue full) or DDP
+    sync_every = SYNC_EVERY if (device.type != "cpu" or dist.enabled) else 1
     n_train = len(train_x)
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty() and dist.is_main
@@ -312,6 +417,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             info.message = message
             with contextlib.suppress(OSError):
                 rundir.write_config(run_dir, info)
+        if dist.enabled and owns_group:  # all ranks agreed to stop here (see train_epoch)
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
         return TrainingStopped(message, code)
 
     with stop_on_signals(flag):
@@ -324,43 +433,25 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             else:
                 order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             n_batches = math.ceil(len(order) / config.batch_size)
-            sums = torch.zeros(3, dtype=torch.float64)  # recon, kl, objective (summed)
             bar = None
             if show_progress_bar:
                 from tqdm import tqdm
 
                 bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{config.epochs}", leave=False)
-            for b in range(n_batches):
-                progress_epochs = epoch - 1 + b / n_batches
-                lr = lr_at(progress_epochs, config)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                beta = beta_at(progress_epochs, config.beta, config.kl_warmup)
-                idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-                xb = train_x[idx]  # (B, C, H, W)
-                logits, mu, logvar = train_model(xb)
-                terms = elbo_terms(logits, xb, mu, logvar, config.likelihood, beta,
-                                   config.free_bits, model.log_sigma)
-                loss = terms.objective.mean()
-                if not torch.isfinite(loss):
-                    where = f"epoch {epoch}, batch {b + 1}/{n_batches}"
-                    good = (f"the last good checkpoint is {last_good} (epoch {epoch - 1})"
-                            if last_good else "no epoch finished, so there is no checkpoint")
-                    raise stopped(f"training diverged: the loss became {loss.item()} at {where} "
-                                  f"(learning rate too high, or bad data?); {good}", 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    sums += torch.stack([terms.recon.sum(), terms.kl.sum(),
-                                         terms.objective.sum()]).double().cpu()
-                if bar is not None:
-                    bar.update(1)
-                if flag.signum:
-                    break
+            done = train_epoch(train_model, model, optimizer, train_x, order, config, epoch,
+                               stop_requested=lambda: flag.signum,
+                               on_batch=bar.update if bar is not None else None,
+                               sync_every=sync_every, dist_enabled=dist.enabled)
             if bar is not None:
                 bar.close()
-            if flag.signum:
+            sums, lr = done.sums, done.lr
+            if done.diverged:
+                good = (f"the last good checkpoint is {last_good} (epoch {epoch - 1})"
+                        if last_good else "no epoch finished, so there is no checkpoint")
+                raise stopped(f"training diverged: the loss became {done.diverged} "
+                              f"(learning rate too high, or bad data?); {good}", 1)
+            if done.stop_signum:
+                flag.signum = flag.signum or done.stop_signum
                 name = signal.Signals(flag.signum).name
                 kept = (f"the last finished epoch ({epoch - 1}) is kept in {run_dir}"
                         if last_good else "no epoch had finished, so nothing was saved")
@@ -413,6 +504,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                     f"{config.latent_dim} | {row_seconds:.1f}s")
                 if progress is not None:
                     progress(row)
+            if dist.enabled:  # every rank stops after the same epoch, or none does
+                flag.signum = int(_all_max(torch.tensor([float(flag.signum)]), device)[0])
+                last_good = run_dir / rundir.WEIGHTS_FILE  # rank 0 saved it (all ranks' word)
             if flag.signum:  # arrived during evaluation or the save: the epoch is on disk
                 name = signal.Signals(flag.signum).name
                 raise stopped(f"{name} received after epoch {epoch} was saved; continue with "
@@ -421,7 +515,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     if dist.enabled:
         import torch.distributed as tdist
 
-        tdist.barrier()
+        tdist.barrier()  # rank 0 may still be writing the final epoch (and its t-SNE)
+        dump = os.environ.get("VAE_DDP_DUMP_DIR")
+        if dump:  # testing aid: each rank's final weights, to prove the replicas agree
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), Path(dump) / f"rank{dist.rank}.pt")
+        if owns_group:
+            tdist.destroy_process_group()
     if dist.is_main and start_epoch >= config.epochs and (run_dir / rundir.CONFIG_FILE).exists():
         info.status = "complete"
         rundir.write_config(run_dir, info)
