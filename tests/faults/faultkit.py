@@ -23,8 +23,10 @@ TINY_ARGS = ["--dataset", "digits", "--hidden-dim", "64", "--hidden-layers", "1"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file in ``folder`` (hidden ones too), name -> bytes."""
-    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+    """Every file in ``folder`` except a writer's temporary files, name -> bytes."""
+    temp = set(rundir.leftover_temp_files(folder))
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())
+            if p.is_file() and p not in temp}
 
 
 def assert_unchanged(folder: Path, before: dict[str, bytes], ignore: tuple[str, ...] = ()) -> None:
