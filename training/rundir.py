@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import platform
@@ -368,8 +369,9 @@ def state_sha256(state: Any) -> str:
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``train_state.pt`` atomically, with the SHA-256 of its contents inside."""
     state = {**state, STATE_SHA_KEY: state_sha256(state)}
-    with atomic_path(Path(run_dir) / STATE_FILE) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
+    buffer = io.BytesIO()  # serialise in memory: torch's own writer turns a full disk into
+    torch.save(state, buffer)  # a RuntimeError; a plain write raises OSError(ENOSPC)
+    atomic_write_bytes(Path(run_dir) / STATE_FILE, buffer.getvalue())
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
