@@ -1,0 +1,125 @@
+"""Streamlit helpers shared by the teaching pages in ``pages/``: opening a run with a clear
+error, the selected test sample (shared with the main page), download buttons for every
+figure (PNG and HTML) and image grid (PNG), and cached computations that several pages
+reuse. The logic lives in ``explorer/``; caching and widgets only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+import app_shared
+from explorer import export
+from explorer.generation import tile
+from training import rundir
+from training.data import DataError
+
+SAMPLE_KEY = "sample_index"  # the main page's selected test sample (shared across pages)
+_SAMPLE_WIDGET = "_teach_sample"
+UNITS_NOTE = "All ELBO terms are in **nats per sample** (summed over pixels or latent dimensions)."
+
+
+def page_header(title: str, intro: str) -> None:
+    st.set_page_config(page_title=f"{title} · VAE Latent Explorer", page_icon="🧭",
+                       layout="wide")
+    st.title(title)
+    st.markdown(intro)
+
+
+def open_run(path: Path | str) -> tuple[Any, dict[str, np.ndarray]] | None:
+    """(LoadedRun, latents) of the run, or None after showing why it cannot be opened."""
+    try:
+        return app_shared.get_run(path), app_shared.get_latents(path)
+    except rundir.RunDirError as exc:
+        st.error(f"Cannot open this run: {exc}")
+        return None
+
+
+def test_images(path: Path | str):
+    """The run's test images (N, C, H, W), or None after an error message."""
+    try:
+        return app_shared.get_test_images(path)
+    except DataError as exc:
+        st.error(f"The test images of this run cannot be loaded: {exc}")
+        return None
+
+
+def pick_sample(n: int, label: str = "Selected test sample (index)") -> int:
+    """Sidebar number input for the selected test sample, kept in sync with the main
+    page's selection (``st.session_state["sample_index"]``)."""
+    current = st.session_state.get(SAMPLE_KEY, 0)
+    current = int(current) if isinstance(current, (int, float)) and 0 <= current < n else 0
+    if st.session_state.get(_SAMPLE_WIDGET) != current:
+        st.session_state[_SAMPLE_WIDGET] = current
+
+    def adopt() -> None:
+        st.session_state[SAMPLE_KEY] = int(st.session_state[_SAMPLE_WIDGET])
+
+    st.sidebar.number_input(label, 0, n - 1, step=1, key=_SAMPLE_WIDGET, on_change=adopt,
+                            help="The same sample as on the main page.")
+    st.session_state[SAMPLE_KEY] = int(st.session_state[_SAMPLE_WIDGET])
+    return int(st.session_state[_SAMPLE_WIDGET])
+
+
+def require_vae(run: Any, what: str) -> bool:
+    """Show why ``what`` needs a VAE when the run is a plain autoencoder."""
+    if run.model.is_vae:
+        return True
+    st.info(f"This run is a plain autoencoder: {what} It has no posterior q(z|x), only one "
+            f"code per image. Pick a VAE run in the sidebar (e.g. demo-vae-z2).")
+    return False
+
+
+# --------------------------------------------------------------------------- downloads
+
+def download_figure(fig: Any, name: str, key: str) -> None:
+    """PNG and HTML download buttons for a Plotly figure (made only when clicked)."""
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button("⬇ PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
+                       mime="image/png", key=f"{key}_png", on_click="ignore",
+                       help="Rendered by kaleido with the local Chromium")
+    c2.download_button("⬇ HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
+                       mime="text/html", key=f"{key}_html", on_click="ignore",
+                       help="Interactive, self-contained (works offline)")
+
+
+def download_images(images: np.ndarray, name: str, key: str, cols: int | None = None,
+                    label: str = "⬇ PNG") -> None:
+    """A PNG download button for a batch (N, C, H, W) or grid (R, V, C, H, W) of images."""
+    st.download_button(label, data=lambda: export.image_png(tile(images, cols), upscale=4),
+                       file_name=f"{name}.png", mime="image/png", key=key, on_click="ignore")
+
+
+def show_grid(images: np.ndarray, caption: str | None = None, cols: int | None = None,
+              width: int | None = None) -> None:
+    """Draw a batch or grid of images as one picture (nearest-neighbour upscaled)."""
+    grid = tile(images, cols)
+    scale = max(1, int(np.ceil(480 / max(grid.shape[:2]))))
+    pixels = np.clip(grid, 0, 1).repeat(scale, 0).repeat(scale, 1)
+    st.image(pixels, caption=caption, width=width or "stretch", clamp=True,
+             output_format="PNG")
+
+
+def image_of(x: Any) -> np.ndarray:
+    """(C, H, W) tensor or array -> (H, W) or (H, W, C) array for st.image."""
+    arr = np.asarray(x, dtype=np.float32)
+    arr = arr.transpose(1, 2, 0) if arr.ndim == 3 else arr
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+
+
+def big(image: np.ndarray, size: int = 168) -> np.ndarray:
+    """Upscale a small (H, W[, C]) image by pixel repetition to about ``size`` pixels."""
+    scale = max(1, size // max(image.shape[:2]))
+    return np.clip(image, 0, 1).repeat(scale, 0).repeat(scale, 1)
+
+
+def vae_runs(exclude_ae: bool = True) -> list[Path]:
+    """Openable runs under the runs folder (newest first), optionally VAEs only."""
+    from explorer.runs import openable_runs
+
+    return [e.path for e in openable_runs(app_shared.runs_dir())
+            if not exclude_ae or e.model == "vae"]

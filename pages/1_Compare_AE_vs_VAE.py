@@ -1,0 +1,122 @@
+"""Lesson 1: autoencoder vs VAE, side by side: latent maps, reconstructions of the same
+inputs, and draws from the prior N(0, I), with the reason the autoencoder's look wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+import app_shared
+import app_teaching as ui
+from explorer import figures
+from explorer.compare import prior_fit
+from explorer.generation import decode_images, prior_samples
+from explorer.inference import available_projections, map_coords
+from explorer.runs import file_stamp, openable_runs
+from training import rundir
+
+N_INPUTS = 8
+N_PRIOR = 16
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def reconstructions(path: str, indices: tuple[int, ...], _stamp: float) -> np.ndarray:
+    run = app_shared.get_run(path)
+    x = app_shared.get_test_images(path)[list(indices)]
+    with torch.no_grad():
+        mu, _ = run.model.encode(x)
+    return decode_images(run.model, mu.numpy())
+
+
+def default_pair(entries) -> tuple[int, int]:
+    """An autoencoder on the left and its VAE twin on the right: the VAE named like the AE
+    (``-ae-`` -> ``-vae-``), else one with the same latent size and data set."""
+    names = [e.name for e in entries]
+    ae = next((i for i, e in enumerate(entries) if e.model == "ae"), 0)
+    twin = entries[ae].name.replace("-ae-", "-vae-")
+    if twin in names and twin != entries[ae].name:
+        return ae, names.index(twin)
+    vae = next((i for i, e in enumerate(entries) if e.model == "vae"
+                and e.latent_dim == entries[ae].latent_dim
+                and e.dataset == entries[ae].dataset), None)
+    if vae is None:
+        vae = next((i for i in range(len(names)) if i != ae), 0)
+    return ae, vae
+
+
+def column(entry, indices: list[int], seed: int, side: str) -> None:
+    path = str(entry.path)
+    opened = ui.open_run(path)
+    if opened is None:
+        return
+    run, latents = opened
+    is_vae = run.model.is_vae
+    kind = "VAE" if is_vae else "plain autoencoder"
+    st.subheader(f"{entry.name}")
+    st.caption(f"{kind}, {run.model.latent_dim}-D latent space, {run.info.config.dataset}")
+    projection = available_projections(latents)[0]
+    coords = map_coords(latents, projection)
+    fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
+                                    latents["recon"], latents["kl"], projection,
+                                    selected=indices, height=380)
+    fig.update_layout(showlegend=False)
+    st.plotly_chart(fig, key=f"map_{side}")
+    st.caption("Latent means μ(x) of the test set" + (" (PCA)" if projection == "pca" else "")
+               + "; the rings mark the inputs reconstructed below.")
+    ui.download_figure(fig, f"{entry.name}-latent-map", f"dl_map_{side}")
+
+    recon = reconstructions(path, tuple(indices), file_stamp(path, rundir.WEIGHTS_FILE))
+    ui.show_grid(recon, caption=f"Reconstructions by {entry.name}", cols=N_INPUTS)
+    ui.download_images(recon, f"{entry.name}-reconstructions", f"dl_recon_{side}")
+
+    z, samples = prior_samples(run.model, N_PRIOR, seed)
+    ui.show_grid(samples, caption=f"{N_PRIOR} decoded draws z ~ N(0, I)", cols=8)
+    ui.download_images(samples, f"{entry.name}-prior-samples", f"dl_prior_{side}")
+    fit = prior_fit(latents["mu"])
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Codes vs N(0, I)", f"{fit.gaussian_kl:.2f} nats",
+              help="KL from a Gaussian fitted to the test codes to the prior N(0, I)")
+    c2.metric("Codes inside prior's 95% ball", f"{100 * fit.inside_prior:.0f}%")
+    c3.metric("Prior draws near a code", f"{100 * fit.prior_hits:.0f}%")
+    (st.success if is_vae else st.warning)(fit.explanation(is_vae))
+
+
+def main() -> None:
+    ui.page_header("Autoencoder vs VAE",
+                   "Two runs with the same backbone, side by side. Both reconstruct; only "
+                   "the VAE can **generate**, because its KL term makes the codes fill the "
+                   "prior N(0, I) that we sample from.")
+    entries = openable_runs(app_shared.runs_dir())
+    if len(entries) < 2:
+        st.info("This view needs two runs (e.g. demo-ae-z2 and demo-vae-z2: run "
+                "`python -m training.demo`, or train them on the Train page).")
+        return
+    names = [e.name for e in entries]
+    left_default, right_default = default_pair(entries)
+    c1, c2 = st.columns(2)
+    left = c1.selectbox("Left run", names, index=left_default, key="cmp_left")
+    right = c2.selectbox("Right run", names, index=right_default, key="cmp_right")
+    a, b = entries[names.index(left)], entries[names.index(right)]
+    st.sidebar.caption(ui.UNITS_NOTE)
+    if a.dataset != b.dataset:
+        st.error(f"{a.name} was trained on {a.dataset} and {b.name} on {b.dataset}: "
+                 f"reconstructions of the same inputs need runs on the same data set.")
+        return
+    images = ui.test_images(str(a.path))
+    if images is None:
+        return
+    seed = int(st.sidebar.number_input("Prior-sample seed", 0, 10**6, 0, key="cmp_seed"))
+    rng = np.random.default_rng(seed)
+    indices = sorted(rng.choice(len(images), size=min(N_INPUTS, len(images)),
+                                replace=False).tolist())
+    st.markdown("**The same test inputs** (both runs share the data set's fixed split):")
+    ui.show_grid(images[indices].numpy(), cols=N_INPUTS)
+    left_col, right_col = st.columns(2, gap="large")
+    with left_col:
+        column(a, indices, seed, "left")
+    with right_col:
+        column(b, indices, seed, "right")
+
+
+main()

@@ -1,0 +1,111 @@
+"""Lesson 2: the reparameterisation trick, made visible. For the selected sample: mu,
+sigma, a fresh eps and z = mu + sigma * eps drawn on the map; drawing a new eps moves z
+and changes the decoded image; many draws show the posterior's spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+import app_shared
+import app_teaching as ui
+from explorer import figures
+from explorer.generation import reparam_draws
+from explorer.inference import available_projections, map_coords, place_on_map
+
+EPS_KEY = "reparam_eps_seed"
+MAX_TABLE_DIMS = 16
+
+
+def new_eps() -> None:
+    st.session_state[EPS_KEY] = int(st.session_state.get(EPS_KEY, 0)) + 1
+
+
+def main() -> None:
+    ui.page_header("The reparameterisation trick",
+                   "The encoder outputs a distribution q(z|x) = N(μ, σ²), not a point. To "
+                   "sample from it *and* still back-propagate into μ and σ, the VAE draws "
+                   "noise ε ~ N(0, I) separately and computes **z = μ + σ · ε**: the "
+                   "randomness sits in ε, the gradient flows through μ and σ "
+                   "(Kingma & Welling 2014, §2.4).")
+    path = app_shared.pick_run()
+    if path is None:
+        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
+        return
+    opened = ui.open_run(path)
+    if opened is None:
+        return
+    run, latents = opened
+    if not ui.require_vae(run, "there is nothing to sample, z is always the same code."):
+        return
+    images = ui.test_images(path)
+    if images is None:
+        return
+    index = ui.pick_sample(len(images))
+    st.sidebar.caption(ui.UNITS_NOTE)
+    with torch.no_grad():
+        mu_t, logvar_t = run.model.encode(images[index:index + 1])
+    mu, logvar = mu_t[0].numpy(), logvar_t[0].numpy()
+    seed = int(st.session_state.get(EPS_KEY, 0))
+    c1, c2 = st.columns([1, 3])
+    c1.button("🎲 Draw a new ε", key="new_eps", on_click=new_eps, type="primary")
+    n_draws = c2.slider("Draws to show the posterior's spread", 1, 64, 16, key="reparam_k")
+    one = reparam_draws(run.model, mu, logvar, k=1, seed=seed)
+    many = reparam_draws(run.model, mu, logvar, k=n_draws, seed=10_000 + seed)
+    sigma, eps, z = one.sigma, one.eps[0], one.z[0]
+
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        st.subheader(f"Sample {index}: the numbers")
+        dims = min(len(mu), MAX_TABLE_DIMS)
+        table = pd.DataFrame({"μ": mu[:dims], "σ": sigma[:dims], f"ε (draw #{seed})": eps[:dims],
+                              "z = μ + σ·ε": z[:dims]},
+                             index=[f"z{j}" for j in range(dims)])
+        st.dataframe(table.style.format("{:+.3f}"), key="reparam_table")
+        if len(mu) > dims:
+            st.caption(f"First {dims} of {len(mu)} dimensions.")
+        st.latex(r"z = \mu + \sigma \odot \varepsilon,\quad \varepsilon \sim \mathcal{N}(0, I)")
+        p1, p2, p3 = st.columns(3)
+        p1.image(ui.big(ui.image_of(images[index])), caption="input x", width="stretch",
+                 output_format="PNG")
+        p2.image(ui.big(ui.image_of(one.mean_image)), caption="decode(μ)", width="stretch",
+                 output_format="PNG")
+        p3.image(ui.big(ui.image_of(one.images[0])), caption=f"decode(z), ε #{seed}",
+                 width="stretch", output_format="PNG")
+        change = float(np.abs(one.images[0] - one.mean_image).mean())
+        st.caption(f"decode(z) differs from decode(μ) by {change:.3f} per pixel on average "
+                   f"(grey levels 0..1). Draw a new ε: z moves, and so does the image.")
+    with left:
+        st.subheader("Where z lands")
+        projection = available_projections(latents)[0]
+        coords = map_coords(latents, projection)
+        points = place_on_map(np.concatenate([mu[None], z[None], many.z]), latents, projection)
+        sigmas = sigma[None, :2] if projection == "raw" and len(mu) == 2 else None
+        fig = figures.latent_map_figure(
+            coords, latents["labels"], run.info.class_names, latents["recon"], latents["kl"],
+            projection, selected=[index], sigmas=sigmas, height=480,
+            extra_points=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
+                           "name": f"z (ε #{seed})", "symbol": "star", "colour": "#d62728"}])
+        fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name="other draws",
+                        marker=dict(size=7, symbol="x", color="#444"),
+                        hovertemplate="another draw of z<extra></extra>")
+        fig.add_scatter(x=[points[0, 0], points[1, 0]], y=[points[0, 1], points[1, 1]],
+                        mode="lines", name="σ·ε", line=dict(color="#d62728", width=2),
+                        hoverinfo="skip")
+        st.plotly_chart(fig, key="reparam_map")
+        where = ("ellipses: 1σ (solid) and 2σ (dotted) of q(z|x)" if sigmas is not None
+                 else f"{projection.upper()} view: z placed like any code")
+        st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws; {where}.")
+        ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map")
+    st.subheader(f"{n_draws} draws of z ~ q(z|x), decoded")
+    ui.show_grid(many.images, cols=min(16, n_draws))
+    spread = float(many.images.std(axis=0).mean()) if n_draws > 1 else 0.0
+    st.caption(f"Each image is decode(μ + σ·ε) for its own ε. Pixel standard deviation across "
+               f"the draws: {spread:.3f} on average: the posterior's spread, seen in image "
+               f"space. A confident encoder (small σ) gives near-identical images.")
+    ui.download_images(many.images, f"{path.name}-posterior-draws-{index}", "dl_reparam_draws")
+
+
+main()

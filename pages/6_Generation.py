@@ -1,0 +1,166 @@
+"""Lesson 6: generation. Prior samples; the decoded manifold over a grid of two latent
+dimensions drawn under the latent map; linear and spherical interpolation between two
+samples; a traversal grid (one row per dimension, -3..3, rows ordered by KL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+import app_shared
+import app_teaching as ui
+from explorer import figures
+from explorer.diagnostics import latent_health
+from explorer.export import image_png
+from explorer.generation import interpolate, manifold_grid, prior_samples, tile, traversal
+
+SEED_KEY = "gen_seed"
+
+
+def reseed() -> None:
+    st.session_state[SEED_KEY] = int(st.session_state.get(SEED_KEY, 0)) + 1
+
+
+def encode(run, images, indices: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        mu, _ = run.model.encode(images[indices])
+    return mu.numpy()
+
+
+def manifold_figure(run, latents, dims: tuple[int, int], n: int, span: float,
+                    base: np.ndarray) -> tuple[go.Figure, np.ndarray]:
+    xs, ys, grid = manifold_grid(run.model, dims, n, (-span, span), (-span, span), base)
+    picture = tile(grid, pad=0)  # (n*H, n*W[, C]), row 0 = top = largest y
+    uri = figures.data_uri(image_png(picture))
+    mu = latents["mu"]
+    fig = figures.latent_map_figure(np.column_stack([mu[:, dims[0]], mu[:, dims[1]]]),
+                                    latents["labels"], run.info.class_names, latents["recon"],
+                                    latents["kl"], "raw", height=560)
+    step = (2 * span) / (n - 1)
+    fig.add_layout_image(dict(source=uri, xref="x", yref="y", x=-span - step / 2,
+                              y=span + step / 2, sizex=2 * span + step, sizey=2 * span + step,
+                              sizing="stretch", layer="below", opacity=1.0))
+    fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(type="scattergl"))
+    fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step]),
+                      yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step]))
+    return fig, grid
+
+
+def main() -> None:
+    ui.page_header("Generation",
+                   "What the decoder does with codes nobody encoded: draws from the prior, "
+                   "the whole manifold over a grid, paths between two images, and one "
+                   "dimension at a time.")
+    path = app_shared.pick_run()
+    if path is None:
+        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
+        return
+    opened = ui.open_run(path)
+    if opened is None:
+        return
+    run, latents = opened
+    st.sidebar.caption(ui.UNITS_NOTE)
+    dim = run.model.latent_dim
+    seed = int(st.session_state.get(SEED_KEY, 0))
+    tab_prior, tab_manifold, tab_interp, tab_trav = st.tabs(
+        ["Prior samples", "Manifold", "Interpolation", "Traversals"])
+
+    with tab_prior:
+        c1, c2 = st.columns([1, 3])
+        c1.button("🎲 New samples", key="gen_reseed", on_click=reseed)
+        side = c2.slider("Grid size", 2, 12, 8, key="gen_prior_side")
+        _, samples = prior_samples(run.model, side * side, seed)
+        ui.show_grid(samples, cols=side)
+        st.caption(f"{side * side} decoded draws z ~ N(0, I) (seed {seed}): means of "
+                   f"p(x|z), not binarised samples." + ("" if run.model.is_vae else
+                   " This is a plain autoencoder: its codes were never fitted to N(0, I), "
+                   "so these are not samples of anything (see Autoencoder vs VAE)."))
+        ui.download_images(samples, f"{path.name}-prior-samples-{seed}", "dl_gen_prior",
+                           cols=side)
+
+    with tab_manifold:
+        if dim < 2:
+            st.info("The manifold needs at least two latent dimensions.")
+        else:
+            health = latent_health(latents["mu"], latents.get("logvar"))
+            order = health.kl_order()
+            c1, c2, c3, c4 = st.columns(4)
+            d1 = c1.selectbox("x axis", range(dim), index=order[0], key="gen_dx",
+                              format_func=lambda j: f"z{j}")
+            d2 = c2.selectbox("y axis", range(dim), index=order[1], key="gen_dy",
+                              format_func=lambda j: f"z{j}")
+            n = c3.slider("Grid points per side", 5, 25, 15, key="gen_n")
+            default_span = 3.0 if run.model.is_vae else float(
+                np.ceil(np.abs(latents["mu"][:, [d1, d2]]).max()))
+            span = c4.number_input("Half-width of the grid", 0.5, 100.0, default_span, 0.5,
+                                   key=f"gen_span_{run.model.is_vae}")
+            if d1 == d2:
+                st.warning("Pick two different dimensions for the axes.")
+            else:
+                base = np.zeros(dim, np.float32)
+                fig, grid = manifold_figure(run, latents, (d1, d2), n, float(span), base)
+                st.plotly_chart(fig, key="gen_manifold")
+                rest = "" if dim == 2 else " The other dimensions are held at 0 (the prior mean)."
+                st.caption(f"Each tile is decode(z) at its grid position; the dots are the test "
+                           f"set's μ(x) on the same axes.{rest}")
+                ui.download_figure(fig, f"{path.name}-manifold-z{d1}-z{d2}", "dl_manifold")
+                ui.download_images(grid, f"{path.name}-manifold-grid-z{d1}-z{d2}",
+                                   "dl_manifold_grid", label="⬇ grid PNG")
+
+    images = ui.test_images(path)
+    with tab_interp:
+        if images is not None:
+            n_img = len(images)
+            default_a = int(st.session_state.get(ui.SAMPLE_KEY, 0)) % n_img
+            c1, c2, c3 = st.columns(3)
+            a = int(c1.number_input("From test sample", 0, n_img - 1, default_a, key="gen_a"))
+            b = int(c2.number_input("To test sample", 0, n_img - 1,
+                                    (default_a + 1) % n_img, key="gen_b"))
+            steps = c3.slider("Steps", 3, 16, 10, key="gen_steps")
+            za, zb = encode(run, images, [a, b])
+            rows = []
+            for method in ("lerp", "slerp"):
+                _, imgs = interpolate(run.model, za, zb, steps, method)
+                rows.append(imgs)
+            grid = np.stack(rows)  # (2, steps, C, H, W)
+            ends = np.stack([images[a].numpy(), images[b].numpy()])
+            e1, e2 = st.columns([1, 8])
+            with e1:
+                ui.show_grid(ends, cols=1, width=80)
+                st.caption("inputs")
+            with e2:
+                ui.show_grid(grid, cols=steps)
+                st.caption("Top: linear (1−t)·μ_a + t·μ_b. Bottom: spherical (slerp), which "
+                           "keeps the norm of the path typical of N(0, I) instead of cutting "
+                           "through the low-density centre. Both ends are decode(μ): the "
+                           "reconstructions of the two inputs.")
+            ui.download_images(grid, f"{path.name}-interpolation-{a}-{b}", "dl_interp",
+                               cols=steps)
+
+    with tab_trav:
+        health = latent_health(latents["mu"], latents.get("logvar"))
+        order = health.kl_order()
+        c1, c2, c3 = st.columns(3)
+        rows_n = c1.slider("Dimensions (rows)", 1, min(dim, 16), min(dim, 8), key="gen_rows")
+        cols_n = c2.slider("Values per row", 5, 15, 9, key="gen_vals")
+        start = c3.radio("Start from", ["the prior mean (z = 0)", "the selected sample's μ"],
+                         key="gen_base", horizontal=False)
+        base = np.zeros(dim, np.float32)
+        if start.startswith("the selected") and images is not None:
+            index = int(st.session_state.get(ui.SAMPLE_KEY, 0)) % len(images)
+            base = encode(run, images, [index])[0]
+        dims = order[:rows_n]
+        values, trav = traversal(run.model, base, dims, np.linspace(-3, 3, cols_n))
+        ui.show_grid(trav, cols=cols_n)
+        key = "mean KL" if health.is_vae else "Var μ"
+        score = health.kl_per_dim if health.is_vae else health.mu_variance
+        labels = ", ".join(f"z{j} ({key} {score[j]:.2f})" for j in dims)
+        st.caption(f"Row r sweeps one dimension from −3 to 3 ({cols_n} values), the others "
+                   f"fixed. Rows ordered by information: {labels}. Dead dimensions change "
+                   f"nothing along their row.")
+        ui.download_images(trav, f"{path.name}-traversal", "dl_trav", cols=cols_n)
+
+
+main()

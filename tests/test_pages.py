@@ -1,0 +1,252 @@
+"""The teaching pages under Streamlit's AppTest: each page runs on tiny digits runs and
+shows what it promises (numbers that match the logic, element counts, images that change
+when the user acts, clear messages for autoencoders and bad form input)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from explorer import compare, diagnostics
+from tests.conftest import make_run
+from training import rundir
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ROOT / "pages"
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def teach_runs(tmp_path_factory, tiny_run, tiny_ae_run, tiny_run_z4) -> Path:
+    """A runs folder: the three shared tiny runs (symlinked) and a beta = 4 run with a
+    2-epoch KL warm-up."""
+    root = tmp_path_factory.mktemp("teach-runs")
+    for run in (tiny_run, tiny_ae_run, tiny_run_z4):
+        (root / run.name).symlink_to(run, target_is_directory=True)
+    make_run(root, "digits-vae-z2-beta4", latent_dim=2, beta=4.0, kl_warmup=2)
+    return root
+
+
+@pytest.fixture
+def app(teach_runs, monkeypatch):
+    monkeypatch.setenv("VAE_RUNS_DIR", str(teach_runs))
+    monkeypatch.chdir(ROOT)
+
+    def make(page: str, run: str | None = None, **state) -> AppTest:
+        at = AppTest.from_file(str(PAGES / page), default_timeout=TIMEOUT)
+        if run is not None:
+            at.session_state["run_dir"] = str(teach_runs / run)
+        for key, value in state.items():
+            at.session_state[key] = value
+        return at.run()
+    return make
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning]
+    parts += [i.value for i in at.info] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
+
+
+def image_bytes(at: AppTest) -> list[str]:
+    """The media URL of every st.image element, in page order: the URL is a hash of the
+    image's bytes, so a changed image gets a new URL."""
+    return [img.url for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_compare_page_contrasts_ae_and_vae(app):
+    at = app("1_Compare_AE_vs_VAE.py")
+    assert not at.exception, at.exception
+    assert [s.value for s in at.selectbox] == ["digits-ae-z2", "digits-vae-z2"]
+    assert len(at.get("plotly_chart")) == 2  # two latent maps
+    assert len(image_bytes(at)) == 5  # inputs + 2 x (reconstructions, prior samples)
+    warning = " ".join(w.value for w in at.warning)
+    assert "never told where its codes should live" in warning
+    assert "KL term pulls every posterior" in " ".join(s.value for s in at.success)
+    ae = rundir.read_latents(rundir.Path(os.environ["VAE_RUNS_DIR"]) / "digits-ae-z2")
+    fit = compare.prior_fit(ae["mu"])
+    assert f"{fit.gaussian_kl:.2f} nats" in [m.value for m in at.metric]
+    # a run pair on different data sets is refused with a reason (here: same set, so the
+    # swap only changes sides)
+    at.selectbox(key="cmp_left").set_value("digits-vae-z4").run()
+    assert not at.exception
+    assert "digits-vae-z4" in texts(at) or at.subheader[0].value == "digits-vae-z4"
+
+
+def test_reparameterisation_page_moves_z_with_a_new_eps(app, tiny_run):
+    at = app("2_Reparameterisation.py", run="digits-vae-z2", sample_index=3)
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns)[:2] == ["μ", "σ"] and len(table) == 2
+    mu, sigma = table["μ"].to_numpy(), table["σ"].to_numpy()
+    z = table.iloc[:, 3].to_numpy()
+    eps = table.iloc[:, 2].to_numpy()
+    np.testing.assert_allclose(z, mu + sigma * eps, rtol=1e-5, atol=1e-6)
+    latents = rundir.read_latents(tiny_run)
+    np.testing.assert_allclose(mu, latents["mu"][3], atol=1e-5)
+    before = image_bytes(at)
+    at.button(key="new_eps").click().run()
+    assert not at.exception
+    table2 = at.dataframe[0].value
+    np.testing.assert_allclose(table2["μ"].to_numpy(), mu)  # same sample, same posterior
+    assert not np.allclose(table2.iloc[:, 3].to_numpy(), z)  # z moved
+    after = image_bytes(at)
+    assert after[0] == before[0] and after[1] == before[1]  # input and decode(mu) unchanged
+    assert after[2] != before[2]  # decode(z) changed
+    at.slider(key="reparam_k").set_value(5).run()
+    assert "5 draws of z" in at.subheader[-1].value
+
+
+def test_reparameterisation_page_explains_an_autoencoder(app):
+    at = app("2_Reparameterisation.py", run="digits-ae-z2")
+    assert not at.exception
+    assert "plain autoencoder" in at.info[0].value and not at.dataframe
+
+
+def test_elbo_page_shows_iwae_above_elbo(app):
+    at = app("3_ELBO_vs_log_p.py", run="digits-vae-z2", sample_index=0)
+    assert not at.exception, at.exception
+    at.select_slider(key="iwae_k").set_value(20)
+    at.select_slider(key="iwae_n").set_value(100).run()
+    assert not at.exception
+    elbo = float(metric(at, "ELBO").split()[0])
+    iwae = float(metric(at, "log p(x) ≈ IWAE (K=20)").split()[0])
+    gap = float(metric(at, "gap IWAE − ELBO").split()[0])
+    assert iwae >= elbo and gap == pytest.approx(iwae - elbo, abs=0.011)
+    mean_elbo = float(metric(at, "mean ELBO").split()[0])
+    mean_iwae = float(metric(at, "mean IWAE (K=20)").split()[0])
+    assert mean_iwae > mean_elbo
+    assert metric(at, "images with IWAE ≥ ELBO") == "100/100"
+    assert "not a normalised density" in texts(at)
+    at.select_slider(key="iwae_k").set_value(1).run()
+    assert metric(at, "gap IWAE − ELBO") == "0.00 nats"  # IWAE_1 is the ELBO
+
+
+def test_health_page_counts_active_units_and_exports_summary(app, tiny_run_z4):
+    at = app("4_Latent_health.py", run="digits-vae-z4")
+    assert not at.exception, at.exception
+    latents = rundir.read_latents(tiny_run_z4)
+    model = rundir.load_run(tiny_run_z4).model
+    from training.data import load_digits
+
+    x = load_digits().test_x[:500]
+    with torch.no_grad():
+        recon = torch.sigmoid(model.decode(model.encode(x)[0])).numpy()
+    spread = diagnostics.reconstruction_spread(x.numpy(), recon)
+    health = diagnostics.latent_health(latents["mu"], latents["logvar"], spread)
+    assert metric(at, "Reconstruction spread") == f"{100 * spread:.0f}%"
+    assert metric(at, "Active units") == f"{health.active_units} / 4"
+    assert metric(at, "Dead dimensions") == str(len(health.dead_dims))
+    assert metric(at, "Total KL") == f"{health.total_kl:.2f} nats"
+    assert [w.value for w in at.warning] == health.warnings
+    assert at.get("download_button")  # summary JSON and the figure's PNG/HTML
+
+
+def test_health_page_warns_on_a_collapsed_run(app, teach_runs, tmp_path, monkeypatch):
+    collapsed = teach_runs / "digits-vae-z4-collapsed"
+    if not collapsed.exists():
+        import shutil
+
+        shutil.copytree(teach_runs / "digits-vae-z4", collapsed)
+        arrays = rundir.read_latents(collapsed)
+        arrays["mu"] = np.random.default_rng(0).normal(0, 1e-3, arrays["mu"].shape).astype(
+            np.float32)
+        arrays["logvar"] = np.zeros_like(arrays["logvar"])
+        rundir.write_latents(collapsed, arrays)
+    try:
+        at = app("4_Latent_health.py", run=collapsed.name)
+        assert not at.exception, at.exception
+        text = " ".join(w.value for w in at.warning)
+        assert "Posterior collapse" in text and "Most latent dimensions are dead" in text
+        assert metric(at, "Active units") == "0 / 4"
+    finally:
+        import shutil
+
+        shutil.rmtree(collapsed)
+
+
+def test_beta_page_charts_rate_distortion_and_warmup(app, teach_runs):
+    at = app("5_Beta_and_warmup.py")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == ["digits-vae-z2", "digits-vae-z2-beta4", "digits-vae-z4"]
+    beta4 = table[table["run"] == "digits-vae-z2-beta4"].iloc[0]
+    point = compare.rate_point(teach_runs / "digits-vae-z2-beta4")
+    assert beta4["β"] == 4.0 and beta4["rate KL"] == pytest.approx(point.rate)
+    assert any("autoencoder" in c.value for c in at.caption)  # the AE is left out, said so
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    assert at.multiselect(key="beta_curve_runs").value[0] == "digits-vae-z2-beta4"
+    import json
+
+    curves = json.loads(charts[1].proto.spec)
+    betas = [t["y"] for t in curves["data"] if t.get("xaxis", "x") == "x"
+             and t["name"] == "digits-vae-z2-beta4"][0]
+    assert betas == [2.0, 4.0, 4.0]  # the warm-up ramp: beta_at(epoch) for 2 warm-up epochs
+
+
+def test_generation_page_draws_grids_and_interpolations(app):
+    at = app("6_Generation.py", run="digits-vae-z4", sample_index=0)
+    assert not at.exception, at.exception
+    first = image_bytes(at)
+    assert len(first) >= 4  # prior grid, interpolation inputs + rows, traversal grid
+    at.button(key="gen_reseed").click().run()
+    assert image_bytes(at)[0] != first[0]  # new prior samples
+    assert "Rows ordered by information" in texts(at)
+    at.number_input(key="gen_b").set_value(5).run()
+    assert not at.exception
+    assert image_bytes(at)[2] != first[2]  # the interpolation changed
+    manifold = at.get("plotly_chart")[0]
+    import json
+
+    spec = json.loads(manifold.proto.spec)
+    assert spec["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    at.selectbox(key="gen_dy").set_value(at.selectbox(key="gen_dx").value).run()
+    assert "two different dimensions" in texts(at)
+
+
+def test_train_page_validates_the_form(app):
+    at = app("7_Train.py")
+    assert not at.exception, at.exception
+    at.text_input(key="tf_name").set_value("bad name/..")
+    at.number_input(key="tf_epochs").set_value(3)
+    at.number_input(key="tf_warmup").set_value(5)
+    at.button[0].click().run()  # the form's submit button
+    errors = " ".join(e.value for e in at.error)
+    assert "Training was not started" in errors
+    assert "Run name 'bad name/..'" in errors and "longer than training" in errors
+    at.text_input(key="tf_name").set_value("digits-vae-z2")  # an existing run
+    at.number_input(key="tf_warmup").set_value(0)
+    at.button[0].click().run()
+    assert "already exists" in " ".join(e.value for e in at.error)
+
+
+def test_train_page_starts_and_follows_a_job(app, teach_runs):
+    at = app("7_Train.py")
+    at.selectbox(key="tf_dataset").set_value("digits")
+    at.text_input(key="tf_name").set_value("from-the-form")
+    at.number_input(key="tf_epochs").set_value(2)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Started **from-the-form**" in " ".join(s.value for s in at.success)
+    from explorer.jobs import find_jobs, wait_job
+
+    job = next(j for j in find_jobs(teach_runs) if j.name == "from-the-form")
+    status = wait_job(job, timeout=120)
+    assert status.state == "complete", status.log_tail
+    at.run()
+    assert at.session_state["run_dir"] == str(teach_runs / "from-the-form")
+    assert "finished: 2 epochs" in at.get("progress")[0].proto.text
