@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import streamlit as st
 import app_shared
 from explorer import figures
 from explorer.inference import (
+    SampleTerms,
     available_projections,
     map_coords,
     place_on_map,
@@ -26,7 +28,13 @@ from explorer.inference import (
 )
 from explorer.live import LiveDecoder, build_live_decoder
 from explorer.runs import file_stamp
-from explorer.uploads import MAX_BYTES, UploadError, has_dark_background, prepare_upload
+from explorer.uploads import (
+    MAX_BYTES,
+    PreparedImage,
+    UploadError,
+    has_dark_background,
+    prepare_upload,
+)
 from training import rundir
 from training.data import DataError
 
@@ -134,8 +142,8 @@ def empty_state(runs_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- latent map
 
-def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
-               selected: int, show_sigma: bool) -> None:
+def latent_map(run: rundir.LoadedRun, latents: dict, projection: str, selected: int,
+               show_sigma: bool, upload: UploadOutcome | None) -> None:
     coords = map_coords(latents, projection)
     sigmas = None
     if show_sigma and "logvar" in latents and projection == "raw":
@@ -146,9 +154,8 @@ def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
         xy = place_on_map(z_now, latents, projection)[0]
         extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="decoder's z (sliders)",
                           symbol="x", colour="black", size=13))
-    upload = st.session_state.get("_upload_mu")
-    if upload is not None and upload[0] == path and len(upload[1]) == run.model.latent_dim:
-        xy = place_on_map(upload[1], latents, projection)[0]
+    if upload is not None and upload.terms is not None:
+        xy = place_on_map(upload.terms.mu, latents, projection)[0]
         extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="your image",
                           symbol="star", colour="#d62728", size=20))
     fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
@@ -260,39 +267,59 @@ def elbo_panel(terms, likelihood: str, title: str, key: str) -> None:
                    "no KL term and no ELBO — only the reconstruction error, in nats per sample.")
 
 
-def upload_section(path: str, run: rundir.LoadedRun, test_images) -> None:
+@dataclass
+class UploadOutcome:
+    name: str
+    terms: SampleTerms | None = None
+    prepared: PreparedImage | None = None
+    error: str = ""
+
+
+def process_upload(run: rundir.LoadedRun, test_images) -> UploadOutcome | None:
+    """The uploaded file (from the previous interaction's widget state), converted, encoded
+    and scored, *before* the map is drawn, so the map can show it in the same run."""
+    upload = st.session_state.get("upload")
+    if upload is None:
+        return None
+    invert = {"auto": None, "yes": True, "no": False}[st.session_state.get("upload_invert", "auto")]
+    try:
+        prepared = prepare_upload(upload.getvalue(), run.info.image_shape, invert=invert,
+                                  dark_background=has_dark_background(test_images.numpy()),
+                                  center=bool(st.session_state.get("upload_center", True)))
+    except UploadError as exc:
+        return UploadOutcome(name=upload.name, error=exc.message)
+    terms = sample_terms(run.model, prepared.x, run.info.config.likelihood, MC_SAMPLES)
+    return UploadOutcome(name=upload.name, terms=terms, prepared=prepared)
+
+
+def upload_section(run: rundir.LoadedRun, outcome: UploadOutcome | None, path: str,
+                   projection: str) -> None:
     st.markdown(f"Upload an image (PNG, JPEG, GIF, BMP, TIFF, WebP; at most "
                 f"{MAX_BYTES // (1024 * 1024)} MB). It is converted to the model's input "
                 f"({'×'.join(map(str, run.info.image_shape))}), encoded, placed on the map "
                 f"(★) and reconstructed.")
     c1, c2 = st.columns([3, 2])
-    upload = c1.file_uploader("Your image", key="upload", accept_multiple_files=False)
-    invert_choice = c2.radio("Invert colours", ["auto", "yes", "no"], horizontal=True,
-                             key="upload_invert",
-                             help="auto: invert when the image's background is light but the "
-                                  "training images' is dark (MNIST digits are white on black)")
-    center = c2.checkbox("Crop and centre the drawing like MNIST", value=True,
-                         key="upload_center")
-    if upload is None:
-        st.session_state.pop("_upload_mu", None)
+    c1.file_uploader("Your image", key="upload", accept_multiple_files=False)
+    c2.radio("Invert colours", ["auto", "yes", "no"], horizontal=True, key="upload_invert",
+             help="auto: invert when the image's background is light but the training "
+                  "images' is dark (MNIST digits are white on black)")
+    c2.checkbox("Crop and centre the drawing like MNIST", value=True, key="upload_center")
+    if outcome is None:
         return
-    try:
-        prepared = prepare_upload(
-            upload.getvalue(), run.info.image_shape,
-            invert={"auto": None, "yes": True, "no": False}[invert_choice],
-            dark_background=has_dark_background(test_images.numpy()), center=center)
-    except UploadError as exc:
-        st.session_state.pop("_upload_mu", None)
-        st.error(f"Cannot use “{upload.name}”: {exc.message}")
+    if outcome.error:
+        st.error(f"Cannot use “{outcome.name}”: {outcome.error}")
         return
-    terms = sample_terms(run.model, prepared.x, run.info.config.likelihood, MC_SAMPLES)
-    st.session_state["_upload_mu"] = (path, terms.mu)
-    if prepared.notes:
-        st.caption("Converted from " + f"{prepared.original_size[0]}×{prepared.original_size[1]} "
-                   f"{prepared.original_mode}: " + "; ".join(prepared.notes) + ".")
-    elbo_panel(terms, run.info.config.likelihood, f"Your image “{upload.name}”", "upload")
+    terms, prepared = outcome.terms, outcome.prepared
+    w, h = prepared.original_size
+    notes = "; ".join(prepared.notes) or "resized"
+    st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
+    elbo_panel(terms, run.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
+    decoder = live_decoder(path, projection, file_stamp(path, rundir.LATENTS_FILE))
+    st.button("Decode from this image's μ", key="z_from_upload",
+              on_click=lambda: set_z(terms.mu, decoder))
     if terms.is_vae:
-        st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim), key="upload_kl")
+        st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order, decoder.mean_kl),
+                        key="upload_kl")
 
 
 # --------------------------------------------------------------------------- the page
@@ -340,6 +367,13 @@ def explorer_page(path: Path) -> None:
     st.sidebar.caption("All ELBO terms are in **nats per sample**: summed over pixels "
                        "(reconstruction) or latent dimensions (KL).")
 
+    images_error = ""
+    try:
+        test_images = app_shared.get_test_images(key)
+    except DataError as exc:
+        test_images, images_error = None, str(exc)
+    upload = process_upload(run, test_images) if test_images is not None else None
+
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.subheader("Latent map")
@@ -356,7 +390,7 @@ def explorer_page(path: Path) -> None:
             show_sigma = c2.toggle("Show posterior σ", value=True, key="show_sigma",
                                    help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
                                         "for the selected sample")
-        latent_map(key, run, latents, projection, selected, show_sigma)
+        latent_map(run, latents, projection, selected, show_sigma, upload)
         st.caption(f"Test-set latent means μ(x), coloured by label. Hover for a sample's terms; "
                    f"click one to select it. ○ = selected sample {selected}, × = the decoder's z "
                    f"as of the last full refresh (the small map beside the sliders follows "
@@ -367,11 +401,9 @@ def explorer_page(path: Path) -> None:
 
     tab_elbo, tab_upload, tab_curves = st.tabs(
         [f"ELBO of sample {selected}", "Your own image", "Training curves"])
-    try:
-        test_images = app_shared.get_test_images(key)
-    except DataError as exc:
-        test_images = None
-        tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: {exc}")
+    if test_images is None:
+        tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: "
+                         f"{images_error}")
     with tab_elbo:
         if test_images is not None:
             terms = sample_terms(run.model, test_images[selected], info.config.likelihood,
@@ -386,7 +418,7 @@ def explorer_page(path: Path) -> None:
                                                       decoder.mean_kl), key="kl_bars")
     with tab_upload:
         if test_images is not None:
-            upload_section(key, run, test_images)
+            upload_section(run, upload, key, projection)
         else:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:
