@@ -217,8 +217,20 @@ def _finite_weights(model: nn.Module) -> bool:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam over the model's parameters: the one optimizer of :func:`train` (and of the
-    benchmarks, which time the same code path)."""
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    benchmarks, which time the same code path).
+
+    Fused Adam (one kernel over all parameters) on CPU and CUDA: on the CPU it cuts a
+    784-400-20 training step by about a quarter against the default per-tensor ``foreach``
+    Adam (``bench/throughput.py``); the same update rule. Falls back where unsupported."""
+    params = list(model.parameters())
+    device_type = params[0].device.type if params else "cpu"
+    if device_type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                    fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch without fused CPU Adam
+            pass
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _all_max(values: torch.Tensor, device: torch.device) -> torch.Tensor:
