@@ -97,6 +97,24 @@ def get_test_images(path: str | os.PathLike):
     return _load_test_images(str(path), file_stamp(path, rundir.CONFIG_FILE))
 
 
+@st.cache_resource(show_spinner=False)
+def _frozen() -> list[bool]:
+    return [False]
+
+
+def freeze_gc_once() -> None:
+    """``gc.freeze()`` once per process, after the first page is built: the tens of thousands
+    of long-lived objects torch, plotly and pandas created are moved out of the collector's
+    reach, so automatic collections stay short (the app also turns off Streamlit's
+    ``runner.postScriptGC`` in ``.streamlit/config.toml``)."""
+    import gc
+
+    flag = _frozen()
+    if not flag[0]:
+        flag[0] = True
+        gc.freeze()  # no collect() first: that alone would cost a full heap walk
+
+
 # --------------------------------------------------------------------------- run picker
 
 def _adopt_pick() -> None:

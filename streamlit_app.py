@@ -9,6 +9,7 @@ only that panel (one decoder pass and two small PNGs), never the map or the ELBO
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,6 +439,8 @@ def main() -> None:
         empty_state(runs)
         return
     explorer_page(path)
+    if Path(sys.argv[0]).name == Path(__file__).name:  # a real `streamlit run`, not AppTest
+        app_shared.freeze_gc_once()
 
 
 main()

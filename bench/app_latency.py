@@ -1,0 +1,476 @@
+"""Benchmark: how fast the explorer answers a slider, as a browser sees it.
+
+Starts ``streamlit run`` on 127.0.0.1 (free ports) for several variants, drives each with
+headless Chromium through Playwright, and times every slider move from the browser's
+websocket frames (Chrome DevTools Protocol ``Network.webSocketFrame*`` timestamps, taken
+inside the browser): from the ``rerun_script`` BackMsg the browser sends to the frame that
+carries the new decoded image (or, for ``st.image``, to the end of the image's HTTP fetch),
+and to ``script_finished``. Variants:
+
+- ``app``            this app on a trained run (decode panel in an ``st.fragment``,
+                     images inline as data URIs);
+- ``app-media``      the same with the images sent through ``st.image`` (media files);
+- ``app-no-gc``      the same as ``app`` with ``runner.postScriptGC=false``;
+- ``minimal``        a minimal one-slider decode app written to a temp file (the model in
+                     ``st.cache_resource``, one ``st.slider``, one ``st.image``);
+- ``app full rerun`` whole-app reruns of ``app`` (the "random sample" button): what every
+                     slider move would cost without the fragment.
+
+Also: cold start (server start -> first page ready in the browser), resident memory of the
+server with 1 and with 10 open sessions (psutil), and an in-process breakdown of where a
+whole-app rerun spends its time. Prints a table; writes ``bench/results/app_latency.json``.
+
+    python bench/app_latency.py [--moves 30] [--run runs/demo-vae-z2] [--screenshot PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "app_latency.json"
+DECODED_MARK = b'alt="decoded image"'
+
+MINIMAL_APP = '''
+"""Minimal one-slider decode app (baseline for bench/app_latency.py)."""
+import sys
+
+import numpy as np
+import streamlit as st
+import torch
+
+from training.rundir import load_run
+
+
+@st.cache_resource
+def model():
+    torch.set_num_threads(1)
+    return load_run(sys.argv[1]).model
+
+
+vae = model()
+z0 = st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
+z = torch.zeros(1, vae.latent_dim)
+z[0, 0] = z0
+with torch.no_grad():
+    image = torch.sigmoid(vae.decode(z))[0, 0].numpy()
+st.image(np.kron(image, np.ones((8, 8))), caption="decoded", clamp=True)
+'''
+
+
+# --------------------------------------------------------------------------- helpers
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "median_ms": statistics.median(ms) if ms else float("nan"),
+            "p90_ms": percentile(ms, 0.9), "min_ms": min(ms) if ms else float("nan"),
+            "max_ms": max(ms) if ms else float("nan")}
+
+
+def ensure_run(path: Path) -> Path:
+    if (path / "model.safetensors").is_file() and (path / "latents.npz").is_file():
+        return path
+    print(f"training the demo run into {path} (about a minute) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "training", "--out", str(path)], cwd=ROOT, check=True)
+    return path
+
+
+class FrameLog:
+    """Websocket frames and media fetches of one page, from CDP events (browser clock)."""
+
+    def __init__(self, page):
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self._back, self._fwd = BackMsg, ForwardMsg
+        self.sent: list[tuple[float, str]] = []  # (timestamp, BackMsg type)
+        self.received: list[tuple[float, str, int, bool, bool]] = []
+        # (timestamp, ForwardMsg type, bytes, has decoded image inline, has a media url)
+        self.media_done: list[tuple[float, str]] = []
+        self._urls: dict[str, str] = {}
+        cdp = page.context.new_cdp_session(page)
+        cdp.on("Network.webSocketFrameSent", self._on_sent)
+        cdp.on("Network.webSocketFrameReceived", self._on_received)
+        cdp.on("Network.requestWillBeSent", self._on_request)
+        cdp.on("Network.loadingFinished", self._on_finished)
+        cdp.send("Network.enable")
+        self.cdp = cdp
+
+    @staticmethod
+    def _payload(event) -> bytes:
+        resp = event["response"]
+        data = resp.get("payloadData", "")
+        return base64.b64decode(data) if resp.get("opcode") == 2 else data.encode()
+
+    def _on_sent(self, event) -> None:
+        raw = self._payload(event)
+        try:
+            kind = self._back.FromString(raw).WhichOneof("type") or "?"
+        except Exception:  # noqa: BLE001 - not a protobuf frame
+            kind = "?"
+        self.sent.append((event["timestamp"], kind))
+
+    def _on_received(self, event) -> None:
+        raw = self._payload(event)
+        try:
+            kind = self._fwd.FromString(raw).WhichOneof("type") or "?"
+        except Exception:  # noqa: BLE001
+            kind = "?"
+        self.received.append((event["timestamp"], kind, len(raw), DECODED_MARK in raw,
+                              b"/media/" in raw))
+
+    def _on_request(self, event) -> None:
+        self._urls[event["requestId"]] = event["request"]["url"]
+
+    def _on_finished(self, event) -> None:
+        url = self._urls.get(event["requestId"], "")
+        if "/media/" in url:
+            self.media_done.append((event["timestamp"], url))
+
+    def reruns_since(self, start: int) -> list[float]:
+        return [t for t, kind in self.sent[start:] if kind == "rerun_script"]
+
+    def move_result(self, t_sent: float, t_next: float, media: bool) -> dict[str, Any] | None:
+        """Latency of one rerun that started at ``t_sent`` (ends before ``t_next``)."""
+        window = [r for r in self.received if t_sent <= r[0] < t_next]
+        finished = [r[0] for r in window if r[1] == "script_finished"]
+        if media:
+            media_frames = [r[0] for r in window if r[4]]
+            if not media_frames:
+                return None
+            done = [t for t, _ in self.media_done if media_frames[0] <= t < t_next]
+            t_image = done[0] if done else None
+        else:
+            inline = [r[0] for r in window if r[3]]
+            t_image = inline[0] if inline else None
+        if t_image is None:
+            return None
+        return {"image_s": t_image - t_sent,
+                "finished_s": (finished[0] - t_sent) if finished else None,
+                "bytes": sum(r[2] for r in window)}
+
+
+def launch_browser(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def wait_image(page, media: bool, timeout: float = 120_000) -> None:
+    selector = 'img[alt="decoded image"]' if not media else '[data-testid="stImage"] img'
+    page.locator(selector).first.wait_for(state="visible", timeout=timeout)
+
+
+def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 0,
+                 pause_s: float = 0.35) -> list[dict[str, Any]]:
+    """Press ArrowRight/ArrowLeft on a slider ``moves`` times, one move at a time, each
+    after the previous rerun finished; return per-move latencies."""
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').nth(key_index)
+    thumb.focus()
+    results, starts = [], []
+    for i in range(moves):
+        n_sent = len(log.sent)
+        thumb.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft")
+        deadline = time.time() + 10
+        while time.time() < deadline and not log.reruns_since(n_sent):
+            page.wait_for_timeout(10)
+        reruns = log.reruns_since(n_sent)
+        if not reruns:
+            continue
+        starts.append(reruns[0])
+        # wait for the rerun to finish, then let the page settle
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+                r[1] == "script_finished" and r[0] >= reruns[0] for r in log.received):
+            page.wait_for_timeout(10)
+        page.wait_for_timeout(int(pause_s * 1000))
+    starts.append(float("inf"))
+    for t0, t1 in zip(starts[:-1], starts[1:], strict=True):
+        result = log.move_result(t0, t1, media)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def click_reruns(page, log: FrameLog, clicks: int, button_text: str) -> list[dict[str, Any]]:
+    """Whole-app reruns: click a (non-fragment) button ``clicks`` times."""
+    button = page.get_by_role("button", name=button_text)
+    results, starts = [], []
+    for _ in range(clicks):
+        n_sent = len(log.sent)
+        button.click()
+        deadline = time.time() + 20
+        while time.time() < deadline and not log.reruns_since(n_sent):
+            page.wait_for_timeout(10)
+        reruns = log.reruns_since(n_sent)
+        if not reruns:
+            continue
+        starts.append(reruns[0])
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(
+                r[1] == "script_finished" and r[0] >= reruns[0] for r in log.received):
+            page.wait_for_timeout(10)
+        page.wait_for_timeout(400)
+    starts.append(float("inf"))
+    for t0, t1 in zip(starts[:-1], starts[1:], strict=True):
+        result = log.move_result(t0, t1, media=False)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        total += child.memory_info().rss
+    return total / 2**20
+
+
+# --------------------------------------------------------------------------- one variant
+
+def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
+                    env: dict[str, str] | None = None, args: list[str] | None = None,
+                    script_args: list[str] | None = None, media: bool = False,
+                    full_reruns: int = 0, sessions: int = 1,
+                    screenshot: Path | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"variant": name}
+    server = StreamlitServer(script, env={"VAE_RUNS_DIR": str(runs_dir), **(env or {})},
+                             args=args, script_args=script_args,
+                             log_path=Path(tempfile.gettempdir()) / f"bench-{name}.log")
+    browser = launch_browser(pw)
+    try:
+        t_start = time.perf_counter()
+        server.start()
+        out["server_healthy_s"] = time.perf_counter() - t_start
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        log = FrameLog(page)
+        page.goto(server.url, wait_until="domcontentloaded")
+        wait_image(page, media)
+        out["cold_start_s"] = time.perf_counter() - t_start  # process start -> page ready
+        page.wait_for_timeout(1500)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
+        moves_result = drive_slider(page, log, moves, media)
+        out["moves"] = stats_ms([m["image_s"] for m in moves_result])
+        out["moves"]["finished_median_ms"] = statistics.median(
+            [m["finished_s"] * 1000 for m in moves_result if m["finished_s"] is not None] or [0])
+        out["moves"]["bytes_per_move"] = statistics.median([m["bytes"] for m in moves_result])
+        if full_reruns:
+            reruns = click_reruns(page, log, full_reruns, "Random sample")
+            out["full_reruns"] = stats_ms([m["finished_s"] for m in reruns
+                                           if m["finished_s"] is not None])
+            out["full_reruns"]["image_median_ms"] = statistics.median(
+                [m["image_s"] * 1000 for m in reruns] or [0])
+            out["full_reruns"]["bytes_per_rerun"] = statistics.median(
+                [m["bytes"] for m in reruns] or [0])
+        out["rss_1_session_mb"] = rss_mb(server.proc.pid)
+        if sessions > 1:
+            pages = []
+            for _ in range(sessions - 1):
+                extra = browser.new_page(viewport={"width": 1400, "height": 1000})
+                extra.goto(server.url, wait_until="domcontentloaded")
+                wait_image(extra, media)
+                pages.append(extra)
+            time.sleep(1.0)
+            out[f"rss_{sessions}_sessions_mb"] = rss_mb(server.proc.pid)
+    finally:
+        browser.close()
+        server.stop()
+    return out
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of each piece of a whole-app rerun, measured in-process."""
+    import pickle
+
+    import numpy as np
+    import plotly.io as pio
+
+    from explorer import figures
+    from explorer.inference import load_test_images, map_coords, sample_terms
+    from explorer.live import build_live_decoder
+    from explorer.uploads import has_dark_background
+    from training.rundir import load_run, read_latents, read_metrics
+
+    run = load_run(run_dir)
+    latents = read_latents(run_dir)
+    metrics = read_metrics(run_dir)
+    images = load_test_images(run.info)
+    coords = map_coords(latents, "raw")
+    live = build_live_decoder(run.model, latents, "raw", coords)
+    z = latents["mu"][0]
+    sigmas = np.exp(0.5 * latents["logvar"][[0]])
+
+    def med(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    def map_json():
+        fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
+                                        latents["recon"], latents["kl"], "raw", [0], sigmas)
+        return pio.to_json(fig, validate=False)
+
+    def terms_and_images():
+        terms = sample_terms(run.model, images[0], run.info.config.likelihood, 64)
+        for img in (terms.x, terms.recon_image):
+            figures.data_uri(figures.png_bytes(img, 6))
+        figures.png_bytes(figures.difference_rgb(terms.x, terms.recon_image), 6)
+
+    out = {
+        "fragment: decode + 2 PNGs + map placement": med(lambda: live.render(z)),
+        "cache_data hit on latents.npz (pickle round trip)":
+            med(lambda: pickle.loads(pickle.dumps(latents))),
+        "latent map: build figure + JSON": med(map_json),
+        "ELBO panel: 64-sample terms + 3 PNGs": med(terms_and_images),
+        "KL bars + training curves: figures + JSON": med(lambda: (
+            pio.to_json(figures.kl_bar_figure(np.ones(2), np.arange(2), np.ones(2)),
+                        validate=False),
+            pio.to_json(figures.training_curves_figure(metrics), validate=False))),
+        "upload background check (has_dark_background)":
+            med(lambda: has_dark_background(images.numpy())),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "demo-vae-z2")
+    parser.add_argument("--moves", type=int, default=30)
+    parser.add_argument("--full-reruns", type=int, default=10)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="also save a screenshot of the app on this run (README image)")
+    parser.add_argument("--variants", nargs="+",
+                        default=["app", "app-no-gc", "app-media", "minimal"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} is absent: install Debian's chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    run_dir = ensure_run(args.run.resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    try:
+        runs_dir = tmp / "runs"
+        runs_dir.mkdir()
+        shutil.copytree(run_dir, runs_dir / run_dir.name)
+        minimal = tmp / "minimal_app.py"
+        minimal.write_text(textwrap.dedent(MINIMAL_APP))
+        load_before = os.getloadavg()
+        results: dict[str, Any] = {}
+        with sync_playwright() as pw:
+            for variant in args.variants:
+                print(f"measuring {variant} ...", flush=True)
+                if variant == "app":
+                    results[variant] = measure_variant(
+                        variant, "streamlit_app.py", runs_dir, args.moves, pw,
+                        full_reruns=args.full_reruns, sessions=args.sessions,
+                        screenshot=args.screenshot)
+                elif variant == "app-no-gc":
+                    results[variant] = measure_variant(
+                        variant, "streamlit_app.py", runs_dir, args.moves, pw,
+                        args=["--runner.postScriptGC", "false"])
+                elif variant == "app-media":
+                    results[variant] = measure_variant(
+                        variant, "streamlit_app.py", runs_dir, args.moves, pw,
+                        env={"VAE_EXPLORER_IMAGES": "media"}, media=True)
+                elif variant == "minimal":
+                    results[variant] = measure_variant(
+                        variant, str(minimal), runs_dir, args.moves, pw, media=True,
+                        script_args=[str(runs_dir / run_dir.name)], sessions=args.sessions)
+                else:
+                    parser.error(f"unknown variant {variant}")
+        breakdown = rerun_breakdown(runs_dir / run_dir.name)
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report = {
+        "benchmark": "app_latency",
+        "what": "server-side round trip slider change -> new image, from the browser's "
+                "websocket frames (CDP timestamps); p90 goal 50 ms",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "load_average_before": load_before, "load_average_after": load_after},
+        "run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+        "moves": args.moves,
+        "variants": results,
+        "rerun_breakdown_ms": breakdown,
+        "goal_p90_ms": 50.0,
+        "goal_met": bool(results.get("app", {}).get("moves", {}).get("p90_ms", 1e9) <= 50.0),
+        "cold_start_goal_s": 5.0,
+        "cold_start_met": bool(results.get("app", {}).get("cold_start_s", 1e9) < 5.0),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    print(f"\nSlider -> new image, server-side round trip over the websocket "
+          f"({report['moves']} moves; load average {machine['load_average_before'][0]:.1f} "
+          f"before, {machine['load_average_after'][0]:.1f} after, {machine['cpus']} CPUs)")
+    header = (f"{'variant':<16} {'median ms':>10} {'p90 ms':>8} {'finished ms':>12} "
+              f"{'KB/move':>8} {'cold start s':>13} {'RSS 1 MB':>9} {'RSS 10 MB':>10}")
+    print(header)
+    print("-" * len(header))
+    for name, r in report["variants"].items():
+        m = r.get("moves", {})
+        print(f"{name:<16} {m.get('median_ms', float('nan')):>10.1f} "
+              f"{m.get('p90_ms', float('nan')):>8.1f} {m.get('finished_median_ms', 0):>12.1f} "
+              f"{m.get('bytes_per_move', 0) / 1024:>8.1f} {r.get('cold_start_s', 0):>13.2f} "
+              f"{r.get('rss_1_session_mb', 0):>9.0f} "
+              f"{r.get('rss_10_sessions_mb', float('nan')):>10.0f}")
+        if "full_reruns" in r:
+            f = r["full_reruns"]
+            print(f"{name + ' full rerun':<16} {f['image_median_ms']:>10.1f} "
+                  f"{'':>8} {f['median_ms']:>12.1f} {f['bytes_per_rerun'] / 1024:>8.1f}"
+                  f"   (whole-app rerun: image arrives / script finished; p90 "
+                  f"{f['p90_ms']:.0f} ms)")
+    print("\nWhere a whole-app rerun spends its time (in-process, median ms):")
+    for piece, ms in report["rerun_breakdown_ms"].items():
+        print(f"  {ms:8.2f}  {piece}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
