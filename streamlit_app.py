@@ -369,10 +369,19 @@ def explorer_page(path: Path) -> None:
                        "(reconstruction) or latent dimensions (KL).")
 
     images_error = ""
-    try:
-        test_images = app_shared.get_test_images(key)
-    except DataError as exc:
-        test_images, images_error = None, str(exc)
+
+    def load_images():
+        nonlocal images_error
+        try:
+            return app_shared.get_test_images(key)
+        except DataError as exc:
+            images_error = str(exc)
+            return None
+
+    # The test images (seconds to load cold for mnist5k) are only needed before the map
+    # when there is an upload to place on it; otherwise the map and the decode panel reach
+    # the browser first and the images load while the user looks at them.
+    test_images = load_images() if st.session_state.get("upload") is not None else None
     upload = process_upload(run, test_images) if test_images is not None else None
 
     left, right = st.columns([3, 2], gap="large")
@@ -400,6 +409,8 @@ def explorer_page(path: Path) -> None:
         st.subheader("Decode z")
         decode_panel(key, projection, selected)
 
+    if test_images is None and not images_error:
+        test_images = load_images()
     tab_elbo, tab_upload, tab_curves = st.tabs(
         [f"ELBO of sample {selected}", "Your own image", "Training curves"])
     if test_images is None:
