@@ -243,6 +243,31 @@ def click_reruns(page, log: FrameLog, clicks: int, button_text: str) -> list[dic
     return results
 
 
+def take_screenshots(browser, url: str, path: Path, sample: int = 17, steps: int = 40) -> None:
+    """README images: select a sample, drag the most active slider ``steps`` steps, save the
+    top of the page to ``path`` and the ELBO panel to ``app-elbo.png`` beside it."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1350})
+    page.goto(url, wait_until="domcontentloaded")
+    wait_image(page, media=False)
+    page.locator('[data-testid="stNumberInputField"]').fill(str(sample))
+    page.keyboard.press("Enter")
+    page.get_by_text(f"ELBO of sample {sample}").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2000)
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    thumb.focus()
+    for _ in range(steps):
+        thumb.press("ArrowRight")
+    page.wait_for_timeout(3000)
+    page.mouse.move(5, 5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    panel = page.locator('[data-testid="stTabPanel"]').first
+    panel.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    panel.screenshot(path=str(path.with_name("app-elbo.png")))
+    page.close()
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -275,8 +300,6 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
         wait_image(page, media)
         out["cold_start_s"] = time.perf_counter() - t_start  # process start -> page ready
         page.wait_for_timeout(1500)
-        if screenshot is not None:
-            page.screenshot(path=str(screenshot))
         moves_result = drive_slider(page, log, moves, media)
         out["moves"] = stats_ms([m["image_s"] for m in moves_result])
         out["moves"]["finished_median_ms"] = statistics.median(
@@ -300,6 +323,10 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
                 pages.append(extra)
             time.sleep(1.0)
             out[f"rss_{sessions}_sessions_mb"] = rss_mb(server.proc.pid)
+            for extra in pages:
+                extra.close()
+        if screenshot is not None:
+            take_screenshots(browser, server.url, screenshot)
     finally:
         browser.close()
         server.stop()
