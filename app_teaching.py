@@ -79,29 +79,35 @@ def require_vae(run: Any, what: str) -> bool:
 def download_figure(fig: Any, name: str, key: str) -> None:
     """PNG and HTML download buttons for a Plotly figure (made only when clicked)."""
     c1, c2, _ = st.columns([1, 1, 4])
-    c1.download_button("⬇ PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
+    c1.download_button("PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
                        mime="image/png", key=f"{key}_png", on_click="ignore",
+                       icon=":material/download:",
                        help="Rendered by kaleido with the local Chromium")
-    c2.download_button("⬇ HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
+    c2.download_button("HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
                        mime="text/html", key=f"{key}_html", on_click="ignore",
+                       icon=":material/download:",
                        help="Interactive, self-contained (works offline)")
 
 
 def download_images(images: np.ndarray, name: str, key: str, cols: int | None = None,
-                    label: str = "⬇ PNG") -> None:
+                    label: str = "PNG") -> None:
     """A PNG download button for a batch (N, C, H, W) or grid (R, V, C, H, W) of images."""
     st.download_button(label, data=lambda: export.image_png(tile(images, cols), upscale=4),
-                       file_name=f"{name}.png", mime="image/png", key=key, on_click="ignore")
+                       file_name=f"{name}.png", mime="image/png", key=key, on_click="ignore",
+                       icon=":material/download:")
 
 
 def show_grid(images: np.ndarray, caption: str | None = None, cols: int | None = None,
-              width: int | None = None) -> None:
-    """Draw a batch or grid of images as one picture (nearest-neighbour upscaled)."""
+              width: int | None = None, cell: int = 72) -> None:
+    """Draw a batch or grid of images as one picture (nearest-neighbour upscaled), each
+    image about ``cell`` pixels wide unless ``width`` is given."""
+    images = np.asarray(images)
     grid = tile(images, cols)
-    scale = max(1, int(np.ceil(480 / max(grid.shape[:2]))))
+    per_row = images.shape[1] if images.ndim == 5 else (cols or int(np.ceil(np.sqrt(len(images)))))
+    scale = max(1, int(np.ceil(cell / images.shape[-1])))
     pixels = np.clip(grid, 0, 1).repeat(scale, 0).repeat(scale, 1)
-    st.image(pixels, caption=caption, width=width or "stretch", clamp=True,
-             output_format="PNG")
+    width = width or min(pixels.shape[1], per_row * cell + per_row)
+    st.image(pixels, caption=caption, width=int(width), clamp=True, output_format="PNG")
 
 
 def image_of(x: Any) -> np.ndarray:

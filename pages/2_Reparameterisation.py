@@ -50,7 +50,8 @@ def main() -> None:
     mu, logvar = mu_t[0].numpy(), logvar_t[0].numpy()
     seed = int(st.session_state.get(EPS_KEY, 0))
     c1, c2 = st.columns([1, 3])
-    c1.button("🎲 Draw a new ε", key="new_eps", on_click=new_eps, type="primary")
+    c1.button("Draw a new ε", key="new_eps", on_click=new_eps, type="primary",
+              icon=":material/casino:")
     n_draws = c2.slider("Draws to show the posterior's spread", 1, 64, 16, key="reparam_k")
     one = reparam_draws(run.model, mu, logvar, k=1, seed=seed)
     many = reparam_draws(run.model, mu, logvar, k=n_draws, seed=10_000 + seed)

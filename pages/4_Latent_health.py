@@ -89,10 +89,10 @@ def main() -> None:
                    "(100% = as much; near 0% = every input gives the same image)")
     if health.warnings:
         for warning in health.warnings:
-            st.warning(warning, icon="⚠️")
+            st.warning(warning, icon=":material/warning:")
     else:
         st.success("Healthy: no collapse, every dimension is active, and the reconstructions "
-                   "vary with the input.", icon="✅")
+                   "vary with the input.", icon=":material/check_circle:")
     if not health.is_vae:
         st.info("A plain autoencoder has no KL term, so only the variance test applies.")
     fig = dims_figure(health)
@@ -121,9 +121,9 @@ def main() -> None:
             if images is not None:
                 bounds = summary_bounds(str(path), weights)
     summary = export.run_summary(path, health, bounds)
-    st.download_button("⬇ Run summary (JSON)", export.summary_json(summary),
+    st.download_button("Run summary (JSON)", export.summary_json(summary),
                        file_name=f"{path.name}-summary.json", mime="application/json",
-                       key="dl_summary", on_click="ignore")
+                       key="dl_summary", on_click="ignore", icon=":material/download:")
     with st.expander("Preview"):
         st.json(summary, expanded=1)
 

@@ -69,7 +69,7 @@ def main() -> None:
 
     with tab_prior:
         c1, c2 = st.columns([1, 3])
-        c1.button("🎲 New samples", key="gen_reseed", on_click=reseed)
+        c1.button("New samples", key="gen_reseed", on_click=reseed, icon=":material/casino:")
         side = c2.slider("Grid size", 2, 12, 8, key="gen_prior_side")
         _, samples = prior_samples(run.model, side * side, seed)
         ui.show_grid(samples, cols=side)
@@ -107,7 +107,7 @@ def main() -> None:
                            f"set's μ(x) on the same axes.{rest}")
                 ui.download_figure(fig, f"{path.name}-manifold-z{d1}-z{d2}", "dl_manifold")
                 ui.download_images(grid, f"{path.name}-manifold-grid-z{d1}-z{d2}",
-                                   "dl_manifold_grid", label="⬇ grid PNG")
+                                   "dl_manifold_grid", label="grid PNG")
 
     images = ui.test_images(path)
     with tab_interp:

@@ -24,8 +24,8 @@ from explorer.jobs import (
 )
 
 JOBS_KEY = "_train_jobs_opened"  # names of finished jobs whose run was already opened
-STATE_ICONS = {"starting": "⏳", "training": "🏃", "complete": "✅", "cancelled": "⏹️",
-               "failed": "❌"}
+STATE_WORDS = {"starting": "starting", "training": "training", "complete": "done",
+               "cancelled": "cancelled", "failed": "failed"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -104,7 +104,7 @@ def progress_panel(runs: str) -> None:
     index = names.index(follow) if follow in names else 0
     states = {j.name: poll_job(j).state for j in jobs}
     choice = st.selectbox("Training job", names, index=index, key="_train_pick",
-                          format_func=lambda n: f"{STATE_ICONS.get(states[n], '')} {n}")
+                          format_func=lambda n: f"{n} ({STATE_WORDS.get(states[n], '?')})")
     st.session_state["_train_follow"] = choice
     job = jobs[names.index(choice)]
     status = poll_job(job)
@@ -112,7 +112,7 @@ def progress_panel(runs: str) -> None:
              "training": f"Training: {status.message}",
              "complete": status.message, "cancelled": status.message,
              "failed": status.message}[status.state]
-    st.progress(status.fraction, text=f"{STATE_ICONS[status.state]} {label}")
+    st.progress(status.fraction, text=label)
     if status.metrics:
         last = status.metrics[-1]
         st.caption(f"Epoch {last['epoch']}: test recon {last['test_recon']:.2f}, KL "
@@ -122,7 +122,7 @@ def progress_panel(runs: str) -> None:
                         key=f"live_curves_{job.name}")
     c1, c2, _ = st.columns([1, 1, 3])
     if not status.finished:
-        if c1.button("⏹ Cancel", key=f"cancel_{job.name}",
+        if c1.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
                      help="Sends SIGINT: training stops between batches; finished epochs "
                           "are kept"):
             cancel_job(job)
@@ -137,7 +137,7 @@ def progress_panel(runs: str) -> None:
             opened.append(job.name)  # open it once, automatically
             st.session_state[app_shared.RUN_KEY] = job.run_dir
             st.toast(f"{job.name} finished: it is now the selected run on every page.",
-                     icon="✅")
+                     icon=":material/check_circle:")
         if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
             st.session_state[app_shared.RUN_KEY] = job.run_dir
             st.switch_page("streamlit_app.py")
