@@ -62,7 +62,10 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
     if not (path / rundir.WEIGHTS_FILE).is_file():
         problem = "no model.safetensors yet (the first epoch has not finished)"
     elif not (path / rundir.LATENTS_FILE).is_file():
-        problem = "no latents.npz yet (the first epoch has not finished)"
+        problem = ("no latents.npz yet (the first epoch has not finished)"
+                   if info.epochs_completed == 0 and info.status == "training" else
+                   "latents.npz is missing (deleted, or not copied with the run); recompute "
+                   f"it from the weights with `python -m training.relatents {path}`")
     return RunEntry(path=path, modified=modified, status=info.status,
                     dataset=info.config.dataset, model=info.config.model,
                     latent_dim=info.config.latent_dim, epochs_completed=info.epochs_completed,

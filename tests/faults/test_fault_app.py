@@ -240,7 +240,9 @@ def test_missing_latents_and_old_configs_are_explained_or_opened(runs, monkeypat
 
     at = start(runs, monkeypatch)
     sidebar = " ".join(c.value for c in at.caption)
-    assert "no-latents" in sidebar and "latents.npz" in sidebar
+    assert "no-latents" in sidebar
+    assert f"latents.npz is missing (deleted, or not copied with the run); recompute it from " \
+           f"the weights with `python -m training.relatents {no_latents}`" in sidebar
     assert "removed-option" in sidebar and "unknown config keys: dropout" in sidebar
     assert "newer-format" in sidebar and "format_version 99 is newer" in sidebar
 
@@ -250,3 +252,28 @@ def test_missing_latents_and_old_configs_are_explained_or_opened(runs, monkeypat
     at.slider(key="z1").set_value(-0.5).run()
     assert not at.exception and not errors(at)
     assert_works_on_good_run(at, runs)
+
+
+def test_the_suggested_command_recomputes_the_same_latents(runs, monkeypatch, capsys):
+    from training.relatents import main as relatents
+
+    run = runs / GOOD
+    original = rundir.read_latents(run)
+    others = {n: b for n, b in snapshot(run).items() if n != rundir.LATENTS_FILE}
+    (run / rundir.LATENTS_FILE).unlink()
+
+    assert relatents([str(run)]) == 0
+    assert f"wrote {run / rundir.LATENTS_FILE}" in capsys.readouterr().out
+    again = rundir.read_latents(run)
+    assert sorted(again) == sorted(original)
+    for key, array in original.items():  # same weights, same split, same evaluation noise
+        np.testing.assert_allclose(again[key], array, rtol=1e-5, atol=1e-5, err_msg=key)
+    assert {n: b for n, b in snapshot(run).items() if n != rundir.LATENTS_FILE} == others
+
+    at = start(runs, monkeypatch)  # and the app opens it again
+    assert not errors(at) and [s.key for s in at.slider] == ["z0", "z1"]
+
+    with pytest.raises(SystemExit) as exit_info:  # a folder that is not a run: exit 2
+        relatents([str(runs / "nothing-here")])
+    assert exit_info.value.code == 2
+    assert "nothing-here: run directory does not exist" in capsys.readouterr().err
