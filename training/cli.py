@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=MODELS, default=d.model)
     g.add_argument("--arch", choices=ARCHS, default=d.arch)
     g.add_argument("--latent-dim", type=_int_at_least(1), default=d.latent_dim)
-    g.add_argument("--hidden-dim", type=_int_at_least(1), default=d.hidden_dim)
-    g.add_argument("--hidden-layers", type=_int_at_least(1), default=d.hidden_layers)
+    g.add_argument("--hidden-dim", type=_int_at_least(1), default=0,
+                   help="width of each hidden layer (default: 512 with 2 layers, else 1024)")
+    g.add_argument("--hidden-layers", type=_int_at_least(1), default=0,
+                   help="hidden layers (default: 2 for latent dim <= 2, else 1)")
     g.add_argument("--likelihood", choices=LIKELIHOODS, default=d.likelihood)
     g.add_argument("--gaussian-sigma", type=_float_at_least(0, strict=True),
                    default=d.gaussian_sigma, help="fixed pixel std of the gaussian likelihood")
