@@ -337,7 +337,7 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
 
 def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
     """Median milliseconds of each piece of a whole-app rerun, measured in-process."""
-    import pickle
+    import pickle  # pickle-ok: times a round trip of its own arrays, as st.cache_data does
 
     import numpy as np
     import plotly.io as pio
