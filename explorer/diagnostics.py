@@ -2,8 +2,9 @@
 
 A dimension is *active* when the variance over the data of its posterior mean exceeds
 0.01 (Burda et al. 2015, section 5.2; the count itself is
-:func:`training.trainer.count_active_units`). A dimension whose KL to the prior is
-(nearly) zero carries no information about x: its posterior is the prior. The report
+:func:`training.trainer.count_active_units`), and *dead* otherwise, so dead + active = D.
+An active dimension whose mean KL to the prior is below 0.01 nats is flagged *weak*: it
+moves a little with x but carries almost no information. The report
 warns when the whole KL term has collapsed, when most dimensions are dead, and when the
 reconstructions barely vary (they sit near the data mean whatever the input).
 """
@@ -19,7 +20,7 @@ from training.loss import kl_per_dim as kl_per_dim_fn
 from training.trainer import count_active_units
 
 ACTIVE_THRESHOLD = 0.01  # Var_x[mu_j(x)] above this: the dimension is active
-DEAD_KL_NATS = 0.01  # mean KL of a dimension below this (nats): its posterior is the prior
+DEAD_KL_NATS = 0.01  # an active dimension with less mean KL than this (nats) is "weak"
 COLLAPSE_KL_NATS = 0.1  # total mean KL below this: posterior collapse of the whole code
 NEAR_MEAN_SPREAD = 0.1  # reconstructions' spread / data spread below this: "near the mean"
 
@@ -33,7 +34,8 @@ class LatentHealth:
     mu_variance: np.ndarray  # Var_x[mu_j(x)] over the data
     kl_per_dim: np.ndarray  # mean KL_j in nats (zeros for an AE)
     active: np.ndarray  # bool, Var_x[mu_j] > ACTIVE_THRESHOLD
-    dead: np.ndarray  # bool: inactive, or (VAE) KL_j < DEAD_KL_NATS
+    dead: np.ndarray  # bool, not active
+    weak: np.ndarray  # bool, active but (VAE) mean KL_j < DEAD_KL_NATS
     active_units: int
     total_kl: float  # mean KL per sample, nats
     recon_spread: float | None  # spread of reconstructions / spread of the data (0..~1)
@@ -42,6 +44,10 @@ class LatentHealth:
     @property
     def dead_dims(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.dead)]
+
+    @property
+    def weak_dims(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.weak)]
 
     def kl_order(self) -> list[int]:
         """Dimensions from the most to the least informative (largest mean KL first; an
@@ -80,13 +86,13 @@ def latent_health(mu: np.ndarray, logvar: np.ndarray | None,
         per_dim = kl_per_dim_fn(torch.from_numpy(mu),
                                 torch.from_numpy(np.asarray(logvar, dtype=np.float64)))
         kl = per_dim.mean(0).numpy()  # (D,)
-        dead = ~active | (kl < DEAD_KL_NATS)
+        weak = active & (kl < DEAD_KL_NATS)
     else:
         kl = np.zeros(d)
-        dead = ~active
+        weak = np.zeros(d, dtype=bool)
     health = LatentHealth(
         latent_dim=d, is_vae=is_vae, mu_variance=variance, kl_per_dim=kl, active=active,
-        dead=dead, active_units=count_active_units(mu, ACTIVE_THRESHOLD),
+        dead=~active, weak=weak, active_units=count_active_units(mu, ACTIVE_THRESHOLD),
         total_kl=float(kl.sum()), recon_spread=recon_spread)
     health.warnings = health_warnings(health)
     return health

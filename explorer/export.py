@@ -99,7 +99,8 @@ def run_summary(run_dir: str | Path, health: Any | None = None,
         summary["active_units"] = health.active_units
         summary["latent_health"] = {
             "latent_dim": health.latent_dim, "active_units": health.active_units,
-            "dead_dims": health.dead_dims, "kl_per_dim": health.kl_per_dim,
+            "dead_dims": health.dead_dims, "weak_dims": health.weak_dims,
+            "kl_per_dim": health.kl_per_dim,
             "mu_variance": health.mu_variance, "total_kl": health.total_kl,
             "reconstruction_spread": health.recon_spread, "warnings": health.warnings,
         }

@@ -88,6 +88,22 @@ def bounds_from_log_weights(log_w: torch.Tensor) -> BoundEstimate:
     return BoundEstimate(elbo=elbo.cpu().numpy(), iwae=iwae.cpu().numpy(), num_samples=k)
 
 
+def iwae_curve(log_w: torch.Tensor, ks: list[int]) -> np.ndarray:
+    """E[IWAE_k] for each k in ``ks`` from one set of log weights (K_total, B): the
+    K_total draws are cut into floor(K_total / k) disjoint blocks of k, and the blocks'
+    IWAE_k estimates averaged (unbiased, and less noisy than one block). IWAE_1 is the
+    ELBO estimate; the curve rises towards log p(x). Returns (len(ks), B)."""
+    total = log_w.shape[0]
+    out = []
+    for k in ks:
+        if not 1 <= k <= total:
+            raise ValueError(f"k must be between 1 and the {total} drawn samples, got {k}")
+        blocks = total // k
+        lw = log_w[:blocks * k].double().reshape(blocks, k, -1)  # (blocks, k, B)
+        out.append((torch.logsumexp(lw, dim=1) - math.log(k)).mean(0).cpu().numpy())  # (B,)
+    return np.stack(out)
+
+
 def decoder_log_likelihood(model: torch.nn.Module, x: torch.Tensor,
                            likelihood: str) -> LogLikelihood:
     """log p(x|z) of a trained model's decoder for the images x (B, C, H, W)."""
@@ -100,6 +116,20 @@ def decoder_log_likelihood(model: torch.nn.Module, x: torch.Tensor,
         return -reconstruction_nll(logits, target, likelihood, log_sigma).view(k, b)  # (k, B)
 
     return log_likelihood
+
+
+@torch.no_grad()
+def sample_log_weights(model: torch.nn.Module, x: torch.Tensor, num_samples: int,
+                       likelihood: str = "bernoulli", seed: int = 0) -> torch.Tensor:
+    """The K log weights of a trained VAE for a few images x (B, C, H, W): (K, B)."""
+    if not getattr(model, "is_vae", False):
+        raise ValueError("a plain autoencoder has no posterior q(z|x) and no prior, so it has "
+                         "no ELBO and no importance-weighted log p(x); pick a VAE run")
+    model.eval()
+    mu, logvar = model.encode(x)  # (B, D) each
+    chunk = max(1, MAX_PIXELS_PER_CHUNK // max(1, int(np.prod(x.shape))))
+    return importance_log_weights(decoder_log_likelihood(model, x, likelihood), mu, logvar,
+                                  num_samples, torch.Generator().manual_seed(seed), chunk)
 
 
 @torch.no_grad()

@@ -39,7 +39,8 @@ def health_of(path: str, _stamp: float):
 
 def dims_figure(health) -> go.Figure:
     names = [f"z{j}" for j in range(health.latent_dim)]
-    colours = ["#e15759" if d else "#4e79a7" for d in health.dead]
+    colours = ["#e15759" if d else "#f28e2b" if w else "#4e79a7"
+               for d, w in zip(health.dead, health.weak, strict=True)]
     rows = 2 if health.is_vae else 1
     titles = (["mean KL per dimension (nats)"] if health.is_vae else []) + \
         ["Var over the data of μ_j(x)"]
@@ -81,7 +82,8 @@ def main() -> None:
     health = health_of(str(path), stamp)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Active units", f"{health.active_units} / {health.latent_dim}")
-    c2.metric("Dead dimensions", f"{len(health.dead_dims)}")
+    c2.metric("Dead dimensions", f"{len(health.dead_dims)}",
+              help=f"Weak (active, KL < 0.01 nats): {len(health.weak_dims)}")
     c3.metric("Total KL", f"{health.total_kl:.2f} nats" if health.is_vae else "— (AE)")
     c4.metric("Reconstruction spread",
               "n/a" if health.recon_spread is None else f"{100 * health.recon_spread:.0f}%",
@@ -97,8 +99,9 @@ def main() -> None:
         st.info("A plain autoencoder has no KL term, so only the variance test applies.")
     fig = dims_figure(health)
     st.plotly_chart(fig, key="health_dims")
-    st.caption("Red bars: dead dimensions (inactive, or mean KL below 0.01 nats). Computed on "
-               "the test set's posteriors saved with the run.")
+    st.caption("Blue: active. Red: dead (Var μ_j ≤ 0.01: the code ignores this dimension). "
+               "Orange: active but weak (mean KL below 0.01 nats: almost no information). "
+               "Computed on the test set's posteriors saved with the run.")
     ui.download_figure(fig, f"{path.name}-latent-health", "dl_health")
     if health.is_vae:
         order = health.kl_order()

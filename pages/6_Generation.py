@@ -43,8 +43,10 @@ def manifold_figure(run, latents, dims: tuple[int, int], n: int, span: float,
                               y=span + step / 2, sizex=2 * span + step, sizey=2 * span + step,
                               sizing="stretch", layer="below", opacity=1.0))
     fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(type="scattergl"))
-    fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step]),
-                      yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step]))
+    fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step],
+                                 showgrid=False),
+                      yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step],
+                                 showgrid=False))
     return fig, grid
 
 
@@ -85,15 +87,15 @@ def main() -> None:
             st.info("The manifold needs at least two latent dimensions.")
         else:
             health = latent_health(latents["mu"], latents.get("logvar"))
-            order = health.kl_order()
+            order = [0, 1] if dim == 2 else health.kl_order()
             c1, c2, c3, c4 = st.columns(4)
             d1 = c1.selectbox("x axis", range(dim), index=order[0], key="gen_dx",
                               format_func=lambda j: f"z{j}")
             d2 = c2.selectbox("y axis", range(dim), index=order[1], key="gen_dy",
                               format_func=lambda j: f"z{j}")
             n = c3.slider("Grid points per side", 5, 25, 15, key="gen_n")
-            default_span = 3.0 if run.model.is_vae else float(
-                np.ceil(np.abs(latents["mu"][:, [d1, d2]]).max()))
+            default_span = 3.0 if run.model.is_vae else min(100.0, float(
+                np.ceil(np.abs(latents["mu"][:, [d1, d2]]).max())))
             span = c4.number_input("Half-width of the grid", 0.5, 100.0, default_span, 0.5,
                                    key=f"gen_span_{run.model.is_vae}")
             if d1 == d2:

@@ -194,14 +194,14 @@ def test_latent_health_and_summary_download(server, page, runs, tmp_path):
     page.get_by_role("button", name="Run summary (JSON)").wait_for(timeout=TIMEOUT)
     settle(page)
     active = metric_value(page, "Active units")
+    no_errors(page)
+    shot(page, tmp_path, "4-latent-health")
     with page.expect_download(timeout=TIMEOUT) as info:
         page.get_by_role("button", name="Run summary (JSON)").click()
     summary = json.loads(Path(info.value.path()).read_text())
     assert f"{summary['active_units']} / {summary['config']['latent_dim']}" == active
     assert summary["iwae"]["log_px_iwae_mean"] >= summary["iwae"]["elbo_mean"]
     assert summary["run"] == names(runs)["big"]
-    no_errors(page)
-    shot(page, tmp_path, "4-latent-health")
     # any figure downloads as a real PNG (kaleido + Chromium in the server)
     with page.expect_download(timeout=TIMEOUT) as info:
         page.get_by_role("button", name=re.compile(r"PNG$")).first.click()
@@ -265,12 +265,12 @@ def test_train_from_the_app(server, page, runs, tmp_path):
     if DEMO_RUNS:  # a screenshot mid-training, with live curves
         page.get_by_text("Epoch 3:").first.wait_for(timeout=300_000)
         page.wait_for_timeout(1200)
-        shot(page, tmp_path, "7-train")
+        shot(page, tmp_path, "7-train", full_page=True)
     page.get_by_text("finished:").first.wait_for(timeout=300_000)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
     no_errors(page)
     if not DEMO_RUNS:
-        shot(page, tmp_path, "7-train")
+        shot(page, tmp_path, "7-train", full_page=True)
     page.get_by_role("button", name="Open in the explorer").click()
     page.wait_for_url(lambda url: "Train" not in url, timeout=TIMEOUT)
     picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first

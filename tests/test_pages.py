@@ -4,6 +4,7 @@ when the user acts, clear messages for autoencoders and bad form input)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -122,17 +123,20 @@ def test_elbo_page_shows_iwae_above_elbo(app):
     at.select_slider(key="iwae_k").set_value(20)
     at.select_slider(key="iwae_n").set_value(100).run()
     assert not at.exception
-    elbo = float(metric(at, "ELBO").split()[0])
-    iwae = float(metric(at, "log p(x) ≈ IWAE (K=20)").split()[0])
-    gap = float(metric(at, "gap IWAE − ELBO").split()[0])
+    elbo = float(metric(at, "ELBO (nats)"))
+    iwae = float(metric(at, "log p(x) ≈ IWAE, K=20 (nats)"))
+    gap = float(metric(at, "gap IWAE − ELBO (nats)"))
     assert iwae >= elbo and gap == pytest.approx(iwae - elbo, abs=0.011)
-    mean_elbo = float(metric(at, "mean ELBO").split()[0])
-    mean_iwae = float(metric(at, "mean IWAE (K=20)").split()[0])
+    mean_elbo = float(metric(at, "mean ELBO (nats)"))
+    mean_iwae = float(metric(at, "mean IWAE, K=20 (nats)"))
     assert mean_iwae > mean_elbo
     assert metric(at, "images with IWAE ≥ ELBO") == "100/100"
     assert "not a normalised density" in texts(at)
     at.select_slider(key="iwae_k").set_value(1).run()
-    assert metric(at, "gap IWAE − ELBO") == "0.00 nats"  # IWAE_1 is the ELBO
+    assert metric(at, "gap IWAE − ELBO (nats)") == "0.00"  # IWAE_1 is the ELBO
+    curve = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    iwae_line = next(t for t in curve if t["name"] == "IWAE_K")
+    assert iwae_line["x"][0] == 1 and iwae_line["y"][-1] > iwae_line["y"][0]
 
 
 def test_health_page_counts_active_units_and_exports_summary(app, tiny_run_z4):
@@ -190,8 +194,6 @@ def test_beta_page_charts_rate_distortion_and_warmup(app, teach_runs):
     charts = at.get("plotly_chart")
     assert len(charts) == 2
     assert at.multiselect(key="beta_curve_runs").value[0] == "digits-vae-z2-beta4"
-    import json
-
     curves = json.loads(charts[1].proto.spec)
     betas = [t["y"] for t in curves["data"] if t.get("xaxis", "x") == "x"
              and t["name"] == "digits-vae-z2-beta4"][0]
@@ -210,8 +212,6 @@ def test_generation_page_draws_grids_and_interpolations(app):
     assert not at.exception
     assert image_bytes(at)[2] != first[2]  # the interpolation changed
     manifold = at.get("plotly_chart")[0]
-    import json
-
     spec = json.loads(manifold.proto.spec)
     assert spec["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
     at.selectbox(key="gen_dy").set_value(at.selectbox(key="gen_dx").value).run()

@@ -125,6 +125,26 @@ def test_iwae_is_non_decreasing_in_k_and_tends_to_log_px():
     assert means[-1] == pytest.approx(truth, abs=0.02)
 
 
+def test_iwae_curve_block_averages():
+    m = LinearGaussian(dim_z=2, dim_x=6, s=0.4, seed=3)
+    x = m.sample_x(50, seed=4)
+    mean, cov = m.posterior(x)
+    logvar = torch.log(torch.diag(cov)).expand_as(mean) + 0.5
+    log_w = iwae.importance_log_weights(m.log_likelihood(x), mean, logvar, 1000,
+                                        torch.Generator().manual_seed(0))
+    curve = iwae.iwae_curve(log_w, [1, 10, 100, 1000])
+    np.testing.assert_allclose(curve[0], log_w.mean(0).numpy())  # IWAE_1 = ELBO
+    np.testing.assert_allclose(curve[3], (torch.logsumexp(log_w, 0) - math.log(1000)).numpy())
+    manual = np.mean([(torch.logsumexp(log_w[i:i + 100], 0) - math.log(100)).numpy()
+                      for i in range(0, 1000, 100)], axis=0)
+    np.testing.assert_allclose(curve[2], manual)
+    means = curve.mean(1)
+    assert all(b > a for a, b in zip(means, means[1:], strict=False))
+    assert means[-1] == pytest.approx(m.log_px(x).numpy().mean(), abs=0.05)
+    with pytest.raises(ValueError, match="between 1 and the 1000"):
+        iwae.iwae_curve(log_w, [2000])
+
+
 def test_trained_vae_bounds_match_loss_module_and_order(tiny_run):
     run = rundir.load_run(tiny_run)
     x = torch.from_numpy(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32))
@@ -174,7 +194,7 @@ def test_planted_dead_dimension_is_counted_dead_and_flagged(tiny_run_z4):
         x = load_digits().test_x
         mu, logvar = model.encode(x)
     health = diagnostics.latent_health(mu.numpy(), logvar.numpy())
-    assert not health.active[2] and health.dead[2]
+    assert not health.active[2] and health.dead[2] and not health.weak[2]
     assert 2 in health.dead_dims
     assert health.kl_per_dim[2] == pytest.approx(0.0, abs=1e-9)
     assert health.mu_variance[2] == 0.0
@@ -196,6 +216,11 @@ def test_health_warnings_for_collapse_and_mean_reconstructions():
     assert "near the data mean" in text
     healthy = diagnostics.latent_health(rng.normal(0, 1, (n, 3)), np.full((n, 3), -2.0), 0.7)
     assert healthy.warnings == [] and healthy.active_units == 3
+    # active by the variance test (0.013 > 0.01) but with ~0.0065 nats of KL: weak, not dead
+    weak_mu = np.column_stack([rng.normal(0, 1, n), rng.normal(0, np.sqrt(0.013), n)])
+    weak = diagnostics.latent_health(weak_mu, np.column_stack([np.full(n, -2.0),
+                                                               np.zeros(n)]))
+    assert weak.active_units == 2 and weak.dead_dims == [] and weak.weak_dims == [1]
 
 
 def test_reconstruction_spread():
