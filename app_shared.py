@@ -6,7 +6,8 @@
   (``st.cache_resource``); :func:`get_latents`, :func:`get_metrics` — its arrays and
   training curves (``st.cache_data``); :func:`get_test_images` — the test images the
   latents were computed from. Each cache is keyed by the file's modification time as well
-  as the path, so a run that is retrained (or still training) is re-read, never served stale.
+  as the path (a parameter without a leading underscore, so Streamlit hashes it): a run
+  that is retrained, or still training, is re-read, never served stale.
 - :func:`pick_run` — the sidebar run picker; the choice lives in
   ``st.session_state["run_dir"]`` so every page shows the same run.
 
@@ -16,6 +17,7 @@ Streamlit; this module only adds caching and widgets.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ import streamlit as st
 from explorer.runs import RunEntry, file_stamp, list_runs
 from training import rundir
 
+DATA_FIELDS = ("dataset", "data_dir", "image_size", "channels", "split_seed", "test_fraction")
 RUNS_ENV = "VAE_RUNS_DIR"
 RUNS_ARG = "--runs-dir"
 DEFAULT_RUNS = "runs"
@@ -54,7 +57,7 @@ def runs_dir(argv: list[str] | None = None) -> Path:
 # --------------------------------------------------------------------------- cached loaders
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def _load_run(path: str, _stamp: float) -> rundir.LoadedRun:
+def _load_run(path: str, stamp: float) -> rundir.LoadedRun:
     return rundir.load_run(path)
 
 
@@ -65,7 +68,7 @@ def get_run(path: str | os.PathLike) -> rundir.LoadedRun:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _read_latents(path: str, _stamp: float) -> dict[str, Any]:
+def _read_latents(path: str, stamp: float) -> dict[str, Any]:
     return rundir.read_latents(path)
 
 
@@ -75,7 +78,7 @@ def get_latents(path: str | os.PathLike) -> dict[str, Any]:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _read_metrics(path: str, _stamp: float) -> list[dict[str, Any]]:
+def _read_metrics(path: str, stamp: float) -> list[dict[str, Any]]:
     return rundir.read_metrics(path)
 
 
@@ -85,16 +88,21 @@ def get_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
-def _load_test_images(path: str, _stamp: float):
+def _load_test_images(data_key: str):
     from explorer.inference import load_test_images
+    from training.config import TrainConfig
 
-    return load_test_images(rundir.read_config(path))
+    return load_test_images(rundir.RunInfo(config=TrainConfig(**json.loads(data_key)),
+                                           image_shape=(0, 0, 0), class_names=[]))
 
 
 def get_test_images(path: str | os.PathLike):
     """The run's test images, (N, C, H, W) float tensor in [0, 1], in the same order as
-    ``get_latents(path)`` (shared read-only by all sessions: do not modify in place)."""
-    return _load_test_images(str(path), file_stamp(path, rundir.CONFIG_FILE))
+    ``get_latents(path)`` (shared read-only by all sessions: do not modify in place).
+    Cached by the data set's settings, so runs on the same data share one copy."""
+    c = rundir.read_config(path).config
+    data_key = json.dumps({k: getattr(c, k) for k in DATA_FIELDS}, sort_keys=True)
+    return _load_test_images(data_key)
 
 
 @st.cache_resource(show_spinner=False)

@@ -51,11 +51,16 @@ SLIDER_STEP = 0.01
 # --------------------------------------------------------------------------- cached pieces
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def live_decoder(path: str, projection: str, _stamp: float) -> LiveDecoder:
+def live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
     """Per run and map view, shared by all sessions (read-only after construction)."""
     run = app_shared.get_run(path)
     latents = app_shared.get_latents(path)
     return build_live_decoder(run.model, latents, projection, map_coords(latents, projection))
+
+
+def run_stamp(path: str) -> tuple[float, float]:
+    """Modification times of the weights and the latents: part of cache keys."""
+    return file_stamp(path, rundir.WEIGHTS_FILE), file_stamp(path, rundir.LATENTS_FILE)
 
 
 @st.cache_resource(show_spinner=False)
@@ -171,7 +176,7 @@ def latent_map(run: rundir.LoadedRun, latents: dict, projection: str, selected: 
 @st.fragment
 def decode_panel(path: str, projection: str, selected: int) -> None:
     """Sliders z0, z1, ... and the live decoded image. Reruns alone on every move."""
-    decoder = live_decoder(path, projection, file_stamp(path, rundir.LATENTS_FILE))
+    decoder = live_decoder(path, projection, run_stamp(path))
     dim = decoder.latent_dim
     mu_selected = decoder.latents["mu"][selected]
     if st.session_state.get("_z_sample") != (path, selected):
@@ -183,21 +188,10 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
         if not decoder.lo[j] <= value <= decoder.hi[j]:
             st.session_state[key] = float(np.clip(value, decoder.lo[j], decoder.hi[j]))
     frame = decoder.render(current_z(dim))
-    images = (f'<div style="display:flex;gap:12px;align-items:flex-end">'
-              f'<figure style="margin:0"><img id="decoded-image" alt="decoded image" '
-              f'src="{figures.data_uri(frame.decoded_png)}" style="image-rendering:pixelated;'
-              f'width:224px;border:1px solid #ccc"/><figcaption style="font-size:0.8rem;'
-              f'color:#666">decoder mean σ(f(z))</figcaption></figure>'
-              f'<figure style="margin:0"><img id="z-locator" alt="z on the latent map" '
-              f'src="{figures.data_uri(frame.locator_png)}" style="width:200px;'
-              f'border:1px solid #ccc"/><figcaption style="font-size:0.8rem;color:#666">'
-              f'z on the map ({PROJECTION_NAMES[projection]})</figcaption></figure></div>')
-    if IMAGE_MODE == "media":
-        left, right = st.columns(2)
-        left.image(frame.decoded_png, caption="decoder mean σ(f(z))")
-        right.image(frame.locator_png, caption=f"z on the map ({PROJECTION_NAMES[projection]})")
+    if IMAGE_MODE == "media":  # for bench/app_latency.py: the image as a media file
+        st.image(frame.decoded_png, caption="decoder mean σ(f(z))", width=224)
     else:
-        st.markdown(images, unsafe_allow_html=True)
+        st.markdown(decoder.html(frame, PROJECTION_NAMES[projection]), unsafe_allow_html=True)
     st.caption(f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
                f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
 
@@ -315,7 +309,7 @@ def upload_section(run: rundir.LoadedRun, outcome: UploadOutcome | None, path: s
     notes = "; ".join(prepared.notes) or "resized"
     st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
     elbo_panel(terms, run.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
-    decoder = live_decoder(path, projection, file_stamp(path, rundir.LATENTS_FILE))
+    decoder = live_decoder(path, projection, run_stamp(path))
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
     if terms.is_vae:
@@ -407,6 +401,8 @@ def explorer_page(path: Path) -> None:
                    f"every move).")
     with right:
         st.subheader("Decode z")
+        # the locator map's picture, once per full run (slider moves only move the marker)
+        st.html(live_decoder(key, projection, run_stamp(key)).locator_css())
         decode_panel(key, projection, selected)
 
     if test_images is None and not images_error:
@@ -425,7 +421,7 @@ def explorer_page(path: Path) -> None:
             elbo_panel(terms, info.config.likelihood, f"Test sample {selected} (label {name})",
                        "sample")
             if terms.is_vae:
-                decoder = live_decoder(key, projection, file_stamp(key, rundir.LATENTS_FILE))
+                decoder = live_decoder(key, projection, run_stamp(key))
                 st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
                                                       decoder.mean_kl), key="kl_bars")
     with tab_upload:

@@ -10,7 +10,8 @@ and to ``script_finished``. Variants:
 - ``app``            this app on a trained run (decode panel in an ``st.fragment``,
                      images inline as data URIs);
 - ``app-media``      the same with the images sent through ``st.image`` (media files);
-- ``app-no-gc``      the same as ``app`` with ``runner.postScriptGC=false``;
+- ``app-gc``         the same as ``app`` with Streamlit's default ``runner.postScriptGC=true``
+                     (a full ``gc.collect()`` after every rerun; the app's config turns it off);
 - ``minimal``        a minimal one-slider decode app written to a temp file (the model in
                      ``st.cache_resource``, one ``st.slider``, one ``st.image``);
 - ``app full rerun`` whole-app reruns of ``app`` (the "random sample" button): what every
@@ -366,9 +367,17 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1000
 
+    def map_figure():
+        return figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
+                                         latents["recon"], latents["kl"], "raw", [0], sigmas)
+
     def map_json():
-        fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
-                                        latents["recon"], latents["kl"], "raw", [0], sigmas)
+        return pio.to_json(map_figure(), validate=False)
+
+    def map_streamlit():  # what st.plotly_chart adds: re-validation, then JSON
+        import plotly.tools
+
+        fig = plotly.tools.return_figure_from_figure_or_data(map_figure(), validate_figure=True)
         return pio.to_json(fig, validate=False)
 
     def terms_and_images():
@@ -377,11 +386,23 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
             figures.data_uri(figures.png_bytes(img, 6))
         figures.png_bytes(figures.difference_rgb(terms.x, terms.recon_image), 6)
 
+    import gc
+
+    import streamlit  # noqa: F401 - the server's heap holds it too
+
+    gc_full = med(gc.collect)
+    gc.freeze()
+    gc_frozen = med(gc.collect)
+    gc.unfreeze()
     out = {
+        "gc.collect() after a rerun (Streamlit's default postScriptGC)": gc_full,
+        "gc.collect() after gc.freeze() of the start-up heap": gc_frozen,
         "fragment: decode + 2 PNGs + map placement": med(lambda: live.render(z)),
         "cache_data hit on latents.npz (pickle round trip)":
             med(lambda: pickle.loads(pickle.dumps(latents))),
-        "latent map: build figure + JSON": med(map_json),
+        "latent map: build go.Figure": med(map_figure),
+        "latent map: build go.Figure + JSON": med(map_json),
+        "latent map: as st.plotly_chart does it (build, re-validate, JSON)": med(map_streamlit),
         "ELBO panel: 64-sample terms + 3 PNGs": med(terms_and_images),
         "KL bars + training curves: figures + JSON": med(lambda: (
             pio.to_json(figures.kl_bar_figure(np.ones(2), np.arange(2), np.ones(2)),
@@ -404,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="also save a screenshot of the app on this run (README image)")
     parser.add_argument("--variants", nargs="+",
-                        default=["app", "app-no-gc", "app-media", "minimal"])
+                        default=["app", "app-gc", "app-media", "minimal"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -430,10 +451,10 @@ def main(argv: list[str] | None = None) -> int:
                         variant, "streamlit_app.py", runs_dir, args.moves, pw,
                         full_reruns=args.full_reruns, sessions=args.sessions,
                         screenshot=args.screenshot)
-                elif variant == "app-no-gc":
+                elif variant == "app-gc":
                     results[variant] = measure_variant(
                         variant, "streamlit_app.py", runs_dir, args.moves, pw,
-                        args=["--runner.postScriptGC", "false"])
+                        args=["--runner.postScriptGC", "true"])
                 elif variant == "app-media":
                     results[variant] = measure_variant(
                         variant, "streamlit_app.py", runs_dir, args.moves, pw,

@@ -84,7 +84,8 @@ def difference_rgb(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
 class Locator:
     """A small server-rendered PNG of the latent map (test points coloured by label) on
     which the decode panel marks its current z after every slider move: re-sending a
-    1,000-point Plotly figure per move would cost tens of milliseconds and ~100 KB."""
+    1,000-point Plotly figure per move would cost tens of milliseconds and ~100 KB. The
+    picture is sent once; a move only sends the marker's pixel position."""
 
     def __init__(self, coords: np.ndarray, labels: np.ndarray, size: int = 200,
                  margin: float = 0.06):
@@ -111,16 +112,8 @@ class Locator:
         row = np.clip(((1.0 - frac[:, 1]) * (self.size - 1)).round(), 0, self.size - 1)
         return np.stack([col, row], axis=1).astype(int)
 
-    def render(self, point: np.ndarray) -> bytes:
-        """PNG with a black crosshair and ring at map position ``point`` (2,)."""
-        canvas = self.background.copy()
-        col, row = self.to_pixels(point)[0]
-        canvas[row, :] = np.minimum(canvas[row, :], 150)
-        canvas[:, col] = np.minimum(canvas[:, col], 150)
-        yy, xx = np.ogrid[:self.size, :self.size]
-        dist = np.sqrt((yy - row) ** 2 + (xx - col) ** 2)
-        canvas[(dist >= 5) & (dist <= 7)] = 0
-        return png_bytes(canvas, scale=1)
+    def background_png(self) -> bytes:
+        return png_bytes(self.background, scale=1)
 
 
 # --------------------------------------------------------------------------- latent map

@@ -187,3 +187,14 @@ def test_empty_runs_folder_offers_the_train_button_which_trains(tmp_path, monkey
     assert_clean(at)
     assert (folder / "demo-vae-z2" / "model.safetensors").is_file()
     assert [s.key for s in at.slider] == ["z0", "z1"]  # the app opened the new run
+
+
+def test_a_retrained_run_is_reread_not_served_stale(runs, tiny_run_z4, monkeypatch):
+    at = start(runs, monkeypatch)
+    assert [s.key for s in at.slider] == ["z0", "z1"]
+    target = runs / "digits-vae-z2"
+    for name in ("config.json", "model.safetensors", "latents.npz", "metrics.jsonl"):
+        shutil.copy(tiny_run_z4 / name, target / name)  # new mtimes: the caches must miss
+    at.run()
+    assert_clean(at)
+    assert sorted(s.key for s in at.slider) == ["z0", "z1", "z2", "z3"]

@@ -188,16 +188,16 @@ def test_difference_image_colours():
     assert tuple(diff[0, 2]) == (255, 128, 128)  # half brighter: light red
 
 
-def test_locator_marks_the_point():
+def test_locator_pixels_and_picture():
     coords = np.array([[0.0, 0.0], [10.0, 10.0]])
     loc = figures.Locator(coords, np.array([0, 1]), size=101, margin=0.0)
     assert loc.to_pixels(np.array([0.0, 0.0])).tolist() == [[0, 100]]  # bottom left
     assert loc.to_pixels(np.array([10.0, 10.0])).tolist() == [[100, 0]]  # top right
     assert loc.to_pixels(np.array([99.0, -99.0])).tolist() == [[100, 100]]  # clipped
-    img = decode_png(loc.render(np.array([5.0, 5.0])))
+    img = decode_png(loc.background_png())
     assert img.shape == (101, 101, 3)
-    assert (img[50, 50 + 6] == 0).all()  # the ring, 6 px right of the centre
-    assert (img[50, 95] <= 150).all()  # the crosshair
+    assert tuple(img[99, 1]) == figures._hex_rgb(figures.class_colour(0))  # point 0's dot
+    assert tuple(img[50, 50]) == (255, 255, 255)  # empty space
 
 
 def test_latent_map_figure_and_selection_parsing():
@@ -244,13 +244,21 @@ def test_live_decoder_renders_z_and_prior_density(tiny_run_z4):
     assert sorted(np.concatenate([shown, rest]).tolist()) == [0, 1, 2, 3]
     z = latents["mu"][0]
     frame = live.render(z)
-    assert decode_png(frame.decoded_png).shape == (8 * live.scale, 8 * live.scale)
+    np.testing.assert_allclose(decode_png(frame.decoded_png) / 255.0,
+                               decode_mean(run.model, z)[:, :, 0], atol=0.5 / 255 + 1e-6)
     np.testing.assert_allclose(frame.map_xy, latents["pca"][0], atol=1e-4)
+    assert frame.marker_px == tuple(live.locator.to_pixels(latents["pca"][0])[0])
     ref = -0.5 * float((z.astype(np.float64) ** 2).sum()) - 2 * np.log(2 * np.pi)
     assert frame.log_prior == pytest.approx(ref)
     other = live.render(z + 1.0)
     assert other.decoded_png != frame.decoded_png
     assert (live.clamp(np.full(4, 1e6)) == live.hi).all()
+    html = live.html(frame, "PCA")
+    assert 'alt="decoded image"' in html and figures.data_uri(frame.decoded_png) in html
+    assert f'data-col="{frame.marker_px[0]}"' in html and live.locator_class in html
+    assert len(html) < 2500  # a move sends the tiny image and the marker, not the map
+    css = live.locator_css()
+    assert css.startswith(f"<style>.{live.locator_class}{{") and "data:image/png" in css
 
 
 # --------------------------------------------------------------------------- uploads
