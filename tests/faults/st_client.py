@@ -8,6 +8,7 @@ markdown), as a browser would render them.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import websockets
@@ -105,6 +106,18 @@ class Session:
         slider = run.widget("slider", label)
         self.widgets[slider.id] = WidgetState(id=slider.id)
         self.widgets[slider.id].double_array_value.data[:] = [value]
+        return await self.rerun()
+
+    async def select_point(self, run: RunResult, chart_key: str, point: dict) -> RunResult:
+        """Click one point of the Plotly chart with widget key ``chart_key``: the selection
+        event the browser sends (``point``: x, y, curve_number, point_index, customdata)."""
+        charts = [c for c in run.of_type("plotly_chart") if c.id.endswith(f"-{chart_key}")]
+        if not charts:
+            raise AssertionError(f"no selectable chart with key {chart_key!r}")
+        selection = {"selection": {"points": [point], "point_indices": [point["point_index"]],
+                                   "box": [], "lasso": []}}
+        self.widgets[charts[-1].id] = WidgetState(id=charts[-1].id,
+                                                  string_value=json.dumps(selection))
         return await self.rerun()
 
     async def set_number(self, run: RunResult, label: str, value: int) -> RunResult:

@@ -1,10 +1,11 @@
 """Group 8: many users at once. A cold ``streamlit run`` server on 127.0.0.1 gets 20
 concurrent sessions over real websockets (``st_client.py`` speaks the browser's protobuf
-protocol), whose first runs overlap. Each session selects its own test point and moves
-slider z0 to its own value. Checked: no exception or error box in any run of any session;
-each session shows its own selection and its own z (the "log p(z)" caption, computed here
-independently); the model was loaded exactly once for all of them (``load_counter.py``
-logs every load inside the server); the server log has no traceback.
+protocol), whose first runs overlap. Each session selects its own test point (half by
+clicking it on the latent map, half by its index) and moves slider z0 to its own value.
+Checked: no exception or error box in any run of any session; each session shows its own
+selection and its own z (the "log p(z)" caption, computed here independently); the model
+was loaded exactly once for all of them (``load_counter.py`` logs every load inside the
+server); the server log has no traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from faultkit import REPO
 from st_client import RunResult, Session
@@ -63,11 +65,29 @@ def selected_sample(run: RunResult) -> int:
     return int(titles[0].split()[2])
 
 
-async def one_user(port: int, sample: int, where: float) -> tuple[float, list[RunResult]]:
-    """Select ``sample``, move z0 to fraction ``where`` of its range; returns that z0."""
+def map_click(latents: dict, sample: int) -> dict:
+    """The point the browser reports when ``sample`` is clicked on the map: the map has one
+    trace per label, the point's position in its trace, and customdata [index, recon, KL]."""
+    labels = latents["labels"]
+    in_trace = np.flatnonzero(labels == labels[sample])
+    position = int(np.flatnonzero(in_trace == sample)[0])
+    return {"curve_number": int(np.flatnonzero(np.unique(labels) == labels[sample])[0]),
+            "point_number": position, "point_index": position,
+            "x": float(latents["mu"][sample, 0]), "y": float(latents["mu"][sample, 1]),
+            "customdata": [sample, float(latents["recon"][sample]),
+                           float(latents["kl"][sample])]}
+
+
+async def one_user(port: int, sample: int, where: float, click: dict | None
+                   ) -> tuple[float, list[RunResult]]:
+    """Select ``sample`` (by a map ``click``, else by index), move z0 to fraction ``where``
+    of its range; returns that z0 and the four runs."""
     async with Session(port) as session:
         first = await session.rerun()
-        picked = await session.set_number(first, SAMPLE_LABEL, sample)
+        if click is not None:
+            picked = await session.select_point(first, "latent_map", click)
+        else:
+            picked = await session.set_number(first, SAMPLE_LABEL, sample)
         slider = picked.widget("slider", "z0")
         steps = round(where * (slider.max - slider.min) / slider.step)  # on the slider's grid
         z0 = slider.min + steps * slider.step
@@ -77,13 +97,16 @@ async def one_user(port: int, sample: int, where: float) -> tuple[float, list[Ru
         return z0, [first, picked, moved, again]
 
 
-async def all_users(port: int, plan: list[tuple[int, float]]):
-    return await asyncio.gather(*(one_user(port, s, where) for s, where in plan))
+async def all_users(port: int, plan: list[tuple[int, float, dict | None]]):
+    return await asyncio.gather(*(one_user(port, *user) for user in plan))
 
 
 def test_twenty_concurrent_sessions_on_a_cold_server(server, tmp_path):
-    mu = rundir.read_latents(server.run_dir)["mu"]  # (N, 2)
-    plan = [(7 + 11 * k, (k + 1) / (SESSIONS + 1)) for k in range(SESSIONS)]
+    latents = rundir.read_latents(server.run_dir)
+    mu = latents["mu"]  # (N, 2): the map's coordinates
+    samples = [7 + 11 * k for k in range(SESSIONS)]
+    plan = [(sample, (k + 1) / (SESSIONS + 1), map_click(latents, sample) if k % 2 else None)
+            for k, sample in enumerate(samples)]
     assert not server.loads.exists(), "the model was loaded before any session (not cold)"
 
     started = time.perf_counter()
@@ -91,7 +114,8 @@ def test_twenty_concurrent_sessions_on_a_cold_server(server, tmp_path):
     seconds = time.perf_counter() - started
 
     assert len({z0 for z0, _runs in results}) == SESSIONS  # every session its own z0
-    for k, ((sample, _where), (z0, runs)) in enumerate(zip(plan, results, strict=True)):
+    for k, ((sample, _where, _click), (z0, runs)) in enumerate(zip(plan, results,
+                                                                  strict=True)):
         for n, run in enumerate(runs):
             assert run.finished == 0, (k, n, run.finished)
             assert run.exceptions == [], (k, n, run.exceptions)
