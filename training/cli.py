@@ -8,6 +8,7 @@ Every bad argument is reported argparse-style (usage line + message, exit code 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import sys
@@ -188,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: could not write the run directory {out}: {rundir.describe_os_error(exc)} "
-              f"({exc}); files already there were left as they were", file=sys.stderr)
+        message = (f"could not write the run directory {out}: {rundir.describe_os_error(exc)} "
+                   f"({exc}); files already there were left as they were")
+        print(f"error: {message}", file=sys.stderr)
+        with contextlib.suppress(OSError, rundir.RunDirError):  # best effort on a full disk
+            info = rundir.read_config(out)
+            info.status, info.message = "failed", message
+            rundir.write_config(out, info)
         return 1
     log(f"done: {out}")
     return 0

@@ -94,6 +94,10 @@ def test_enospc_while_saving_keeps_the_previous_epoch(file_name, fresh_run, monk
     assert_loadable(fresh_run, epochs=3)
     if file_name == rundir.CONFIG_FILE:  # the very first write failed: nothing changed at all
         assert_unchanged(fresh_run, before)
+    else:  # config.json says why the run stopped (it fitted on the "disk")
+        info = rundir.read_config(fresh_run)
+        assert info.status == "failed"
+        assert "no space left on device" in info.message
 
     code, err = cli(["--resume", str(fresh_run), "--epochs", "4", *TINY_ARGS], capsys)
     assert code == 0, err  # with space again, the run simply continues
