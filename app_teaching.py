@@ -78,15 +78,15 @@ def require_vae(run: Any, what: str) -> bool:
 
 def download_figure(fig: Any, name: str, key: str) -> None:
     """PNG and HTML download buttons for a Plotly figure (made only when clicked)."""
-    c1, c2, _ = st.columns([1, 1, 4])
-    c1.download_button("PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
-                       mime="image/png", key=f"{key}_png", on_click="ignore",
-                       icon=":material/download:",
-                       help="Rendered by kaleido with the local Chromium")
-    c2.download_button("HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
-                       mime="text/html", key=f"{key}_html", on_click="ignore",
-                       icon=":material/download:",
-                       help="Interactive, self-contained (works offline)")
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
+                        mime="image/png", key=f"{key}_png", on_click="ignore",
+                        icon=":material/download:",
+                        help="Rendered by kaleido with the local Chromium")
+    row.download_button("HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
+                        mime="text/html", key=f"{key}_html", on_click="ignore",
+                        icon=":material/download:",
+                        help="Interactive, self-contained (works offline)")
 
 
 def download_images(images: np.ndarray, name: str, key: str, cols: int | None = None,
@@ -99,15 +99,14 @@ def download_images(images: np.ndarray, name: str, key: str, cols: int | None = 
 
 def show_grid(images: np.ndarray, caption: str | None = None, cols: int | None = None,
               width: int | None = None, cell: int = 72) -> None:
-    """Draw a batch or grid of images as one picture (nearest-neighbour upscaled), each
-    image about ``cell`` pixels wide unless ``width`` is given."""
+    """Draw a batch or grid of images as one picture (nearest-neighbour upscaled so each
+    image is about ``cell`` pixels wide; never wider than its column)."""
     images = np.asarray(images)
     grid = tile(images, cols)
-    per_row = images.shape[1] if images.ndim == 5 else (cols or int(np.ceil(np.sqrt(len(images)))))
-    scale = max(1, int(np.ceil(cell / images.shape[-1])))
+    scale = max(1, int(round(cell / images.shape[-1])))
     pixels = np.clip(grid, 0, 1).repeat(scale, 0).repeat(scale, 1)
-    width = width or min(pixels.shape[1], per_row * cell + per_row)
-    st.image(pixels, caption=caption, width=int(width), clamp=True, output_format="PNG")
+    st.image(pixels, caption=caption, width=int(width) if width else "content", clamp=True,
+             output_format="PNG")
 
 
 def image_of(x: Any) -> np.ndarray:

@@ -27,22 +27,32 @@ class PriorFit:
     coverage: float  # share of codes with a prior draw within that distance
 
     def explanation(self, is_vae: bool) -> str:
-        """One paragraph that says why prior samples look right or wrong."""
+        """One paragraph that says why prior samples look right or wrong, from the numbers."""
         stds = ", ".join(f"{s:.2g}" for s in self.code_std[:4]) + \
             (" ..." if self.latent_dim > 4 else "")
-        where = (f"Its codes have standard deviations {stds} per dimension (the prior has 1), "
-                 f"{100 * self.inside_prior:.0f}% of them lie inside the prior's 95% ball, and "
-                 f"{100 * self.prior_hits:.0f}% of draws from N(0, I) land near a code and "
-                 f"together they reach {100 * self.coverage:.0f}% of the codes.")
+        hits, cover = 100 * self.prior_hits, 100 * self.coverage
         if is_vae:
             return (f"The KL term pulls every posterior towards N(0, I), so the codes fill the "
                     f"prior: a Gaussian fitted to them is {self.gaussian_kl:.2f} nats from "
-                    f"N(0, I). {where} Draws from the prior therefore decode to digits.")
-        return (f"A plain autoencoder is never told where its codes should live: nothing in "
-                f"its loss mentions N(0, I). A Gaussian fitted to its codes is "
-                f"{self.gaussian_kl:.2f} nats from N(0, I). {where} So z ~ N(0, I) mostly "
-                f"lands in regions the decoder never saw, and the \"samples\" are blurs, "
-                f"repeats of one shape, or noise. That is the difference the KL term makes.")
+                    f"N(0, I) (per-dimension std {stds}; the prior has 1). {hits:.0f}% of "
+                    f"draws from N(0, I) land near a code and together they reach {cover:.0f}% "
+                    f"of the codes, so prior samples look like the data and show its variety.")
+        text = (f"A plain autoencoder is never told where its codes should live: nothing in its "
+                f"loss mentions N(0, I). Its codes have per-dimension std {stds} (the prior has "
+                f"1), and a Gaussian fitted to them is {self.gaussian_kl:.2f} nats from N(0, I).")
+        problems = []
+        if self.prior_hits < 0.5:
+            problems.append(f"only {hits:.0f}% of draws z ~ N(0, I) land near any code; the "
+                            f"rest decode from regions the decoder never saw (blurs, noise)")
+        if self.coverage < 0.7:
+            problems.append(f"the draws reach only {cover:.0f}% of the codes: the "
+                            f"\"samples\" show a small part of the data (whatever sits near "
+                            f"the origin), over and over")
+        if problems:
+            return f"{text} So {' and '.join(problems)}. That is the difference the KL term makes."
+        return (f"{text} Here the codes happen to overlap the prior ({hits:.0f}% of draws land "
+                f"near a code), but nothing in training made them: another seed could put them "
+                f"anywhere. The KL term is what guarantees it.")
 
 
 def gaussian_kl_to_standard(mean: np.ndarray, cov: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 import torch
+from scipy import stats
 
 import app_shared
 import app_teaching as ui
@@ -61,9 +62,18 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
                                     latents["recon"], latents["kl"], projection,
                                     selected=indices, height=380)
     fig.update_layout(showlegend=False)
+    if projection == "raw" and run.model.latent_dim == 2:
+        radius = float(np.sqrt(stats.chi2.ppf(0.95, 2)))
+        t = np.linspace(0, 2 * np.pi, 100)
+        fig.add_scatter(x=radius * np.cos(t), y=radius * np.sin(t), mode="lines",
+                        name="95% of N(0, I)", line=dict(color="black", dash="dash", width=3),
+                        hoverinfo="name")
     st.plotly_chart(fig, key=f"map_{side}")
     st.caption("Latent means μ(x) of the test set" + (" (PCA)" if projection == "pca" else "")
-               + "; the rings mark the inputs reconstructed below.")
+               + "; the rings mark the inputs reconstructed below"
+               + ("; the dashed circle holds 95% of the prior N(0, I): where the samples "
+                  "below come from." if projection == "raw" and run.model.latent_dim == 2
+                  else "."))
     ui.download_figure(fig, f"{entry.name}-latent-map", f"dl_map_{side}")
 
     recon = reconstructions(path, tuple(indices), file_stamp(path, rundir.WEIGHTS_FILE))
@@ -75,10 +85,14 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     ui.download_images(samples, f"{entry.name}-prior-samples", f"dl_prior_{side}")
     fit = prior_fit(latents["mu"])
     c1, c2, c3 = st.columns(3)
-    c1.metric("Codes vs N(0, I)", f"{fit.gaussian_kl:.2f} nats",
-              help="KL from a Gaussian fitted to the test codes to the prior N(0, I)")
-    c2.metric("Codes inside prior's 95% ball", f"{100 * fit.inside_prior:.0f}%")
-    c3.metric("Prior draws near a code", f"{100 * fit.prior_hits:.0f}%")
+    c1.metric("Fit to N(0, I), nats", f"{fit.gaussian_kl:.2f}",
+              help="KL from a Gaussian fitted to the test codes to the prior N(0, I): 0 when "
+                   "the codes are distributed like the prior")
+    c2.metric("Codes in 95% ball", f"{100 * fit.inside_prior:.0f}%",
+              help="Share of test codes inside the ball that holds 95% of N(0, I)")
+    c3.metric("Codes reached", f"{100 * fit.coverage:.0f}%",
+              help=f"Share of test codes with a prior draw nearby ({100 * fit.prior_hits:.0f}% "
+                   f"of the prior draws land near some code)")
     (st.success if is_vae else st.warning)(fit.explanation(is_vae))
 
 

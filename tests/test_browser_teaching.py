@@ -127,10 +127,22 @@ def no_errors(page) -> None:
 
 
 def shot(page, tmp_path: Path, name: str, full_page: bool = False) -> Path:
+    """Screenshot to the tmp folder (or VAE_SCREENSHOT_DIR). Streamlit scrolls inside its
+    main container, not the document, so ``full_page`` grows the viewport to fit it."""
     folder = Path(SHOT_DIR) if SHOT_DIR else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"teaching-{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
+    size = page.viewport_size
+    if full_page:
+        height = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+            "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 0)")
+        page.set_viewport_size({"width": size["width"], "height": min(4000, max(
+            size["height"], int(height) + 40))})
+        page.wait_for_timeout(800)
+    page.screenshot(path=str(path))
+    if full_page:
+        page.set_viewport_size(size)
     assert path.stat().st_size > 10_000
     return path
 
