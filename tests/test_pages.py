@@ -251,3 +251,23 @@ def test_train_page_starts_and_follows_a_job(app, teach_runs):
     at.run()
     assert at.session_state["run_dir"] == str(teach_runs / "from-the-form")
     assert "finished: 2 epochs" in at.get("progress")[0].proto.text
+
+
+@pytest.mark.parametrize("page", ["2_Reparameterisation.py", "3_ELBO_vs_log_p.py",
+                                  "4_Latent_health.py", "6_Generation.py"])
+def test_pages_open_an_autoencoder_without_errors(app, page):
+    at = app(page, run="digits-ae-z2")
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    text = texts(at)
+    assert "autoencoder" in text  # each page says what does not apply to an AE
+
+
+def test_pages_say_when_there_are_no_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_RUNS_DIR", str(tmp_path / "none"))
+    for page in sorted(p.name for p in PAGES.glob("*.py")):
+        at = AppTest.from_file(str(PAGES / page), default_timeout=TIMEOUT).run()
+        assert not at.exception, (page, at.exception)
+        if page != "7_Train.py":
+            assert at.info and ("python -m training" in at.info[0].value
+                                or "No VAE run" in at.info[0].value), page
