@@ -333,7 +333,11 @@ def explorer_page(path: Path) -> None:
     kind = "VAE" if run.model.is_vae else "plain autoencoder"
 
     st.title("VAE Latent Explorer")
-    metrics = app_shared.get_metrics(key)
+    try:
+        metrics = app_shared.get_metrics(key)
+    except rundir.RunDirError as exc:  # a damaged metrics.jsonl costs the curves, not the page
+        metrics = []
+        st.warning(f"The training curves cannot be shown: {exc}")
     last = metrics[-1] if metrics else {}
     status = "" if info.status == "complete" else f" — **{info.status}**"
     st.markdown(f"**{path.name}** · {kind}, {dim}-D latent space · {info.config.dataset} "

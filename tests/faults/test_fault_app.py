@@ -277,3 +277,22 @@ def test_the_suggested_command_recomputes_the_same_latents(runs, monkeypatch, ca
         relatents([str(runs / "nothing-here")])
     assert exit_info.value.code == 2
     assert "nothing-here: run directory does not exist" in capsys.readouterr().err
+
+
+def test_corrupt_metrics_and_latents_are_explained_not_a_traceback(runs, monkeypatch):
+    bad_metrics = runs / "bad-metrics"
+    shutil.copytree(runs / GOOD, bad_metrics)
+    metrics = bad_metrics / rundir.METRICS_FILE
+    metrics.write_bytes(metrics.read_bytes()[:-40] + b"\n{not json\n")
+    cut_latents = runs / "cut-latents"
+    shutil.copytree(runs / GOOD, cut_latents)
+    latents = cut_latents / rundir.LATENTS_FILE
+    latents.write_bytes(latents.read_bytes()[:700])
+
+    at = start(runs, monkeypatch)
+    pick(at, bad_metrics)
+    assert any(f"{metrics}: line " in m for m in errors(at) + [w.value for w in at.warning]), \
+        (errors(at), [w.value for w in at.warning])
+    pick(at, cut_latents)
+    assert any(f"{latents}: not a readable .npz file" in e for e in errors(at)), errors(at)
+    assert_works_on_good_run(at, runs)
