@@ -123,7 +123,11 @@ def main() -> None:
             images = ui.test_images(path)
             if images is not None:
                 bounds = summary_bounds(str(path), weights)
-    summary = export.run_summary(path, health, bounds)
+    try:
+        summary = export.run_summary(path, health, bounds)
+    except rundir.RunDirError as exc:  # e.g. a damaged metrics.jsonl: no summary, no traceback
+        st.warning(f"The summary cannot be built: {exc}")
+        return
     st.download_button("Run summary (JSON)", export.summary_json(summary),
                        file_name=f"{path.name}-summary.json", mime="application/json",
                        key="dl_summary", on_click="ignore", icon=":material/download:")

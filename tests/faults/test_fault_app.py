@@ -296,3 +296,29 @@ def test_corrupt_metrics_and_latents_are_explained_not_a_traceback(runs, monkeyp
     pick(at, cut_latents)
     assert any(f"{latents}: not a readable .npz file" in e for e in errors(at)), errors(at)
     assert_works_on_good_run(at, runs)
+
+
+PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_a_damaged_run(page, runs, tiny_run_z4, monkeypatch):
+    """Each page of the app, on a run with corrupt weights and one with a corrupt
+    metrics.jsonl: never a traceback (pages that need the file say why they cannot show
+    it); then the good run works."""
+    flipped = runs / "flipped-weights"
+    shutil.copytree(runs / GOOD, flipped)
+    damage(flipped / rundir.WEIGHTS_FILE, "flipped-byte", tiny_run_z4)
+    bad_metrics = runs / "bad-metrics"
+    shutil.copytree(runs / GOOD, bad_metrics)
+    (bad_metrics / rundir.METRICS_FILE).write_bytes(b'{"epoch": 1, "train_lo\n')
+
+    monkeypatch.setenv("VAE_RUNS_DIR", str(runs))
+    at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    pickers = [s for s in at.selectbox if s.key == "_run_pick"]  # app_shared.pick_run
+    for run in (flipped, bad_metrics, runs / GOOD):
+        if pickers:
+            at.selectbox(key="_run_pick").set_value(str(run)).run()
+        assert not at.exception, (page, run.name, [e.value for e in at.exception])
