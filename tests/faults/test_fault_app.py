@@ -303,8 +303,8 @@ PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_explains_a_damaged_run(page, runs, tiny_run_z4, monkeypatch):
-    """Each page of the app, on a run with corrupt weights and one with a corrupt
-    metrics.jsonl: never a traceback (pages that need the file say why they cannot show
+    """Each page of the app, on runs with corrupt weights, a corrupt metrics.jsonl and a
+    truncated latents.npz: never a traceback (pages that need the file say why they cannot show
     it); then the good run works."""
     flipped = runs / "flipped-weights"
     shutil.copytree(runs / GOOD, flipped)
@@ -312,13 +312,17 @@ def test_every_page_explains_a_damaged_run(page, runs, tiny_run_z4, monkeypatch)
     bad_metrics = runs / "bad-metrics"
     shutil.copytree(runs / GOOD, bad_metrics)
     (bad_metrics / rundir.METRICS_FILE).write_bytes(b'{"epoch": 1, "train_lo\n')
+    cut_latents = runs / "cut-latents"
+    shutil.copytree(runs / GOOD, cut_latents)
+    latents = cut_latents / rundir.LATENTS_FILE
+    latents.write_bytes(latents.read_bytes()[:700])
 
     monkeypatch.setenv("VAE_RUNS_DIR", str(runs))
     at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     pickers = [s for s in at.selectbox if s.key == "_run_pick"]  # app_shared.pick_run
-    for run in (flipped, bad_metrics, runs / GOOD):
+    for run in (flipped, bad_metrics, cut_latents, runs / GOOD):
         if pickers:
             at.selectbox(key="_run_pick").set_value(str(run)).run()
         assert not at.exception, (page, run.name, [e.value for e in at.exception])
