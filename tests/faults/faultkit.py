@@ -1,4 +1,6 @@
-"""Shared helpers of the fault suite: file snapshots, CLI runners, corruptions.
+"""Shared helpers of the fault suite: file snapshots, CLI runners, corruptions, and the
+``fresh_run`` fixture (import ``fresh_run_fixture`` into a test module to use it; this
+folder has no conftest.py, whose module name would shadow ``tests/conftest.py``).
 
 Every fault test asserts two things: the specific error message, and that nothing good
 was lost (files byte-identical to a snapshot taken before the fault, still loadable,
@@ -11,6 +13,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from training import rundir
 
@@ -108,3 +112,9 @@ def zip_member_data_offset(path: Path, member_suffix: str) -> int:
     raw = path.read_bytes()
     name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
     return info.header_offset + 30 + name_len + extra_len
+
+
+@pytest.fixture(name="fresh_run")
+def fresh_run_fixture(tiny_run, copy_run) -> Path:
+    """A private copy of the 3-epoch tiny run, safe to damage."""
+    return copy_run(tiny_run, "victim")

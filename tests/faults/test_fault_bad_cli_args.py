@@ -5,7 +5,14 @@ saying what is wrong, exit code 2) and nothing is written: no run directory, no
 from __future__ import annotations
 
 import pytest
-from faultkit import TINY_ARGS, assert_unchanged, cli, run_cli_process, snapshot
+from faultkit import (  # noqa: F401  (fresh_run_fixture: a fixture)
+    TINY_ARGS,
+    assert_unchanged,
+    cli,
+    fresh_run_fixture,
+    run_cli_process,
+    snapshot,
+)
 
 BAD = {
     "unknown-dataset": (["--dataset", "cifar100"],

@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import (
+from faultkit import (  # noqa: F401  (fresh_run_fixture: a fixture)
     TINY_ARGS,
     assert_loadable,
     assert_no_temp_files,
     assert_unchanged,
     cli,
     flip_byte,
+    fresh_run_fixture,
     safetensors_data_start,
     snapshot,
     zip_member_data_offset,

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from faultkit import (
+from faultkit import (  # noqa: F401  (fresh_run_fixture: a fixture)
     TINY_ARGS,
     assert_loadable,
     assert_no_temp_files,
     assert_unchanged,
     cli,
+    fresh_run_fixture,
     snapshot,
 )
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from faultkit import REPO, TINY_ARGS, assert_no_temp_files, assert_unchanged, cli, snapshot
+from faultkit import (  # noqa: F401  (fresh_run_fixture: a fixture)
+    REPO,
+    TINY_ARGS,
+    assert_no_temp_files,
+    assert_unchanged,
+    cli,
+    fresh_run_fixture,
+    snapshot,
+)
 
 from training import rundir
 
