@@ -177,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"training {config.model} ({config.arch}, latent {config.latent_dim}) on "
         f"{config.dataset}: {len(data.train_x)} train / {len(data.test_x)} test images "
         f"{'x'.join(map(str, data.image_shape))} -> {out}")
+    if args.resume:  # a hard kill (SIGKILL, power loss) mid-save can leave temporary files
+        stale = rundir.leftover_temp_files(out)
+        for tmp in stale:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if stale:
+            log(f"removed {len(stale)} temporary file(s) left by an interrupted save: "
+                f"{', '.join(p.name for p in stale)}")
     try:
         train(config, out, resume=bool(args.resume), data=data, log=log)
     except TrainingStopped as exc:

@@ -200,3 +200,26 @@ def test_second_sigint_during_a_save_keeps_the_previous_epoch_whole(tmp_path, un
 
     resume(out)
     assert_same_training(out, uninterrupted)
+
+
+def test_sigkill_during_a_save_keeps_the_previous_epoch_and_resume_cleans_up(
+        tmp_path, uninterrupted, capsys):
+    """A hard kill (or a power cut) mid-save cannot clean up after itself: the previous
+    epoch is still whole and loadable, and ``--resume`` removes the stale temporaries."""
+    out = tmp_path / "run"
+    run = Paused(out, "save:latents.npz:2")
+    before = snapshot(out)  # epoch 1, complete
+    temps = rundir.leftover_temp_files(out)
+    assert len(temps) == 2  # epoch 2's weights and latents, written, not yet renamed
+    run.send(signal.SIGKILL)
+    exit_code, _err = run.finish()
+
+    assert exit_code == -signal.SIGKILL
+    assert_unchanged(out, before)
+    assert rundir.leftover_temp_files(out) == temps
+    assert_loadable(out, epochs=1)
+
+    assert cli_main(["--resume", str(out), "--epochs", str(EPOCHS)]) == 0
+    assert "removed 2 temporary file(s) left by an interrupted save" in capsys.readouterr().out
+    assert_no_temp_files(out)
+    assert_same_training(out, uninterrupted)
