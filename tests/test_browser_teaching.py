@@ -251,10 +251,39 @@ def test_generation_views(server, page, runs, tmp_path):
     page.get_by_role("tab", name="Interpolation").click()
     page.get_by_text("Top: linear").first.wait_for(timeout=TIMEOUT)
     shot(page, tmp_path, "6c-interpolation")
+    no_errors(page)
+
+
+def test_traversals_of_every_dimension(server, page, runs, tmp_path):
+    big = names(runs)["big"]
+    open_page(page, server, "/Generation", run=big, wait_text="Prior samples")
     page.get_by_role("tab", name="Traversals").click()
     page.get_by_text("Rows ordered by information").first.wait_for(timeout=TIMEOUT)
+    grid = page.locator('[data-testid="stTabPanel"]:visible img').first
+    grid.wait_for(timeout=TIMEOUT)
+    before = grid.get_attribute("src")
+    rows = page.locator('[data-testid="stSlider"]').filter(has_text="Dimensions (rows)") \
+        .get_by_role("slider")
+    latent_dim = 16 if DEMO_RUNS else 4
+    rows.focus()
+    rows.press("Home")  # one row ...
+    page.wait_for_function(
+        "old => { const i = [...document.querySelectorAll('[data-testid=\"stTabPanel\"] img')]"
+        ".find(e => e.offsetParent); return i && i.getAttribute('src') !== old; }",
+        arg=before, timeout=TIMEOUT)
+    settle(page)
+    before = page.locator('[data-testid="stTabPanel"]:visible img').first.get_attribute("src")
+    rows.press("End")  # ... then every latent dimension, one row each
+    page.wait_for_function(
+        "old => { const i = [...document.querySelectorAll('[data-testid=\"stTabPanel\"] img')]"
+        ".find(e => e.offsetParent); return i && i.getAttribute('src') !== old; }",
+        arg=before, timeout=TIMEOUT)
+    settle(page)
+    value = page.locator('[data-testid="stSlider"]').filter(has_text="Dimensions (rows)") \
+        .locator('[data-testid="stSliderThumbValue"]').inner_text()
+    assert value.strip() == str(latent_dim)
     no_errors(page)
-    shot(page, tmp_path, "6d-traversals")
+    shot(page, tmp_path, "6d-traversals", full_page=True)
 
 
 def test_train_from_the_app(server, page, runs, tmp_path):
