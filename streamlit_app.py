@@ -188,23 +188,15 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
         if not decoder.lo[j] <= value <= decoder.hi[j]:
             st.session_state[key] = float(np.clip(value, decoder.lo[j], decoder.hi[j]))
     frame = decoder.render(current_z(dim))
+    note = (f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
+            f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
+    # Few elements on purpose: every Streamlit element in a fragment costs a message and a
+    # wake-up of the server's event loop per move (bench/app_latency.py).
     if IMAGE_MODE == "media":  # for bench/app_latency.py: the image as a media file
-        st.image(frame.decoded_png, caption="decoder mean σ(f(z))", width=224)
+        st.image(frame.decoded_png, caption=note, width=224)
     else:
-        st.markdown(decoder.html(frame, PROJECTION_NAMES[projection]), unsafe_allow_html=True)
-    st.caption(f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
-               f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
-
-    b1, b2, b3 = st.columns(3)
-    b1.button("μ of sample", key="z_from_mu", help=f"Start from sample {selected}'s "
-              f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
-              width="stretch")
-    b2.button("Prior draw", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
-              on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder))
-    b3.button("Zero", key="z_zero", help="z = 0, the prior's mean",
-              on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
-              width="stretch")
-
+        st.markdown(decoder.html(frame, PROJECTION_NAMES[projection], note),
+                    unsafe_allow_html=True)
     shown, rest = decoder.visible()
 
     def slider(j: int) -> None:
@@ -219,6 +211,23 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
         with st.expander(f"{len(rest)} more dimensions (less active, by KL)"):
             for j in rest:
                 slider(int(j))
+
+
+def decode_buttons(path: str, projection: str, selected: int) -> None:
+    """Start points for the sliders. Outside the fragment: a click reruns the page (rare),
+    while the fragment stays as light as possible for the slider moves (frequent)."""
+    decoder = live_decoder(path, projection, run_stamp(path))
+    dim = decoder.latent_dim
+    mu_selected = decoder.latents["mu"][selected]
+    b1, b2, b3 = st.columns(3)
+    b1.button("μ of sample", key="z_from_mu", help=f"Start from sample {selected}'s "
+              f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
+              width="stretch")
+    b2.button("Prior draw", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
+              on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder))
+    b3.button("Zero", key="z_zero", help="z = 0, the prior's mean",
+              on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
+              width="stretch")
     if dim > 1 and decoder.mean_kl is not None:
         st.caption("Sliders are ordered by how much information each dimension carries "
                    "(mean KL over the test set); near-zero KL means the decoder ignores it.")
@@ -408,6 +417,7 @@ def explorer_page(path: Path) -> None:
         # the locator map's picture, once per full run (slider moves only move the marker)
         st.html(live_decoder(key, projection, run_stamp(key)).locator_css())
         decode_panel(key, projection, selected)
+        decode_buttons(key, projection, selected)
 
     if test_images is None and not images_error:
         test_images = load_images()

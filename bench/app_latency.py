@@ -111,6 +111,7 @@ class FrameLog:
 
         self._back, self._fwd = BackMsg, ForwardMsg
         self.sent: list[tuple[float, str]] = []  # (timestamp, BackMsg type)
+        self.sent_raw: list[bytes] = []  # the same frames' bytes, for replay_moves()
         self.received: list[tuple[float, str, int, bool, bool]] = []
         # (timestamp, ForwardMsg type, bytes, has decoded image inline, has a media url)
         self.media_done: list[tuple[float, str]] = []
@@ -136,6 +137,7 @@ class FrameLog:
         except Exception:  # noqa: BLE001 - not a protobuf frame
             kind = "?"
         self.sent.append((event["timestamp"], kind))
+        self.sent_raw.append(raw)
 
     def _on_received(self, event) -> None:
         raw = self._payload(event)
@@ -175,6 +177,53 @@ class FrameLog:
         return {"image_s": t_image - t_sent,
                 "finished_s": (finished[0] - t_sent) if finished else None,
                 "bytes": sum(r[2] for r in window)}
+
+
+def replay_moves(url: str, backmsgs: list[bytes], media: bool,
+                 timeout_s: float = 20.0) -> list[dict[str, Any]]:
+    """Server-side round trips without a browser: open a fresh websocket session, send the
+    browser's own first ``rerun_script`` BackMsg (the page load), then each recorded slider
+    move's BackMsg, timing (``time.perf_counter`` in this lean client) until the frame
+    carrying the new image (for ``st.image``: until its HTTP fetch completes too) and until
+    ``script_finished``. Widget and fragment ids are deterministic, so the replay is the
+    same work the browser's session asked for."""
+    import re
+    import urllib.request
+
+    import websocket
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    ws = websocket.create_connection(url.replace("http", "ws") + "/_stcore/stream",
+                                     subprotocol=["streamlit"], timeout=timeout_s)
+    results = []
+    try:
+        for i, payload in enumerate(backmsgs):
+            t0 = time.perf_counter()
+            ws.send_binary(payload)
+            t_image = t_done = None
+            nbytes = 0
+            while t_done is None:
+                raw = ws.recv()
+                raw = raw if isinstance(raw, bytes) else raw.encode()
+                nbytes += len(raw)
+                kind = ForwardMsg.FromString(raw).WhichOneof("type")
+                if t_image is None and not media and DECODED_MARK in raw:
+                    t_image = time.perf_counter()
+                if t_image is None and media and b"/media/" in raw:
+                    match = re.search(rb"(/media/[0-9a-f]+\.\w+)", raw)
+                    if match:
+                        with urllib.request.urlopen(url + match.group(1).decode()) as resp:
+                            resp.read()
+                        t_image = time.perf_counter()
+                if kind == "script_finished":
+                    t_done = time.perf_counter()
+            if i == 0 or t_image is None:
+                continue  # the page load itself is not a move
+            results.append({"image_s": t_image - t0, "finished_s": t_done - t0,
+                            "bytes": nbytes})
+    finally:
+        ws.close()
+    return results
 
 
 def launch_browser(pw):
@@ -306,6 +355,13 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
         out["moves"]["finished_median_ms"] = statistics.median(
             [m["finished_s"] * 1000 for m in moves_result if m["finished_s"] is not None] or [0])
         out["moves"]["bytes_per_move"] = statistics.median([m["bytes"] for m in moves_result])
+        reruns = [raw for (t, kind), raw in zip(log.sent, log.sent_raw, strict=True)
+                  if kind == "rerun_script"]
+        if len(reruns) > 1:
+            replay = replay_moves(server.url, reruns, media)
+            out["replayed_moves"] = stats_ms([m["image_s"] for m in replay])
+            out["replayed_moves"]["finished_median_ms"] = statistics.median(
+                [m["finished_s"] * 1000 for m in replay] or [0])
         if full_reruns:
             reruns = click_reruns(page, log, full_reruns, "Random sample")
             out["full_reruns"] = stats_ms([m["finished_s"] for m in reruns
@@ -509,6 +565,11 @@ def print_table(report: dict[str, Any]) -> None:
               f"{m.get('bytes_per_move', 0) / 1024:>8.1f} {r.get('cold_start_s', 0):>13.2f} "
               f"{r.get('rss_1_session_mb', 0):>9.0f} "
               f"{r.get('rss_10_sessions_mb', float('nan')):>10.0f}")
+        if "replayed_moves" in r:
+            q = r["replayed_moves"]
+            print(f"{'  replayed':<16} {q['median_ms']:>10.1f} {q['p90_ms']:>8.1f} "
+                  f"{q['finished_median_ms']:>12.1f}   (same BackMsgs from a Python websocket "
+                  f"client, no browser)")
         if "full_reruns" in r:
             f = r["full_reruns"]
             print(f"{name + ' full rerun':<16} {f['image_median_ms']:>10.1f} "

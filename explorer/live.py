@@ -12,6 +12,7 @@ its native size (a 28x28 PNG is ~0.5 KB) and the browser upscales it with
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,9 +82,9 @@ class LiveDecoder:
                 f"{data_uri(self.locator.background_png())});background-size:100% 100%;}}"
                 f"</style>")
 
-    def html(self, frame: LiveFrame, map_name: str) -> str:
-        """The decoded image beside the locator map with z marked: one small HTML block.
-        Both scale with the column (percentages), the pixels stay crisp."""
+    def html(self, frame: LiveFrame, map_name: str, note: str = "") -> str:
+        """The decoded image beside the locator map with z marked, and ``note`` below: one
+        small HTML block. Both scale with the column (percentages), pixels stay crisp."""
         span = self.locator.size - 1
         left = 100.0 * frame.marker_px[0] / span
         top = 100.0 * frame.marker_px[1] / span
@@ -107,7 +108,9 @@ class LiveDecoder:
                 f'aria-label="z on the latent map" style="position:relative;width:100%;'
                 f'max-width:{DISPLAY_PX}px;aspect-ratio:1/1;border:1px solid #ccc">{marker}'
                 f'</div><figcaption style="{caption}">z on the map ({map_name})</figcaption>'
-                f'</figure></div>')
+                f'</figure></div>'
+                + (f'<div style="{caption};margin:4px 0 8px">{html.escape(note)}</div>'
+                   if note else ""))
 
 
 def build_live_decoder(model: VAE, latents: dict[str, np.ndarray], projection: str,
