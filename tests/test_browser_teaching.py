@@ -57,10 +57,10 @@ def runs(tmp_path_factory, request) -> Path:
 def names(runs: Path) -> dict[str, str]:
     """Which run plays which role, for demo runs and tiny runs alike."""
     if DEMO_RUNS:
-        return {"vae": "demo-vae-z2", "ae": "demo-ae-z2", "big": "demo-vae-z16",
-                "dataset": "mnist5k"}
+        return {"vae": "demo-vae-z2", "ae": "demo-ae-z2", "big": "demo-vae-z16-beta4",
+                "dataset": "mnist5k", "big_dim": 16}
     return {"vae": "digits-vae-z2", "ae": "digits-ae-z2", "big": "digits-vae-z4",
-            "dataset": "digits"}
+            "dataset": "digits", "big_dim": 4}
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,7 @@ def test_traversals_of_every_dimension(server, page, runs, tmp_path):
     before = grid.get_attribute("src")
     rows = page.locator('[data-testid="stSlider"]').filter(has_text="Dimensions (rows)") \
         .get_by_role("slider")
-    latent_dim = 16 if DEMO_RUNS else 4
+    latent_dim = names(runs)["big_dim"]
     rows.focus()
     rows.press("Home")  # one row ...
     page.wait_for_function(

@@ -1,6 +1,6 @@
 """The demo runs a fresh install trains: the default VAE, a plain autoencoder with the
-same backbone, a VAE with a larger latent space, and a beta = 4 VAE with KL warm-up, so
-the app can contrast them.
+same backbone, a VAE with a larger latent space, and a beta = 4 VAE of that size with KL
+warm-up and a deeper decoder (dead dimensions), so the app can contrast them.
 
 ``python -m training.demo [--runs-dir runs] [--only NAME ...]`` trains whichever of them
 are missing (a complete run directory is never retrained or overwritten).
@@ -22,9 +22,12 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     "demo-vae-z2": {},
     "demo-ae-z2": {"model": "ae"},
     "demo-vae-z16": {"latent_dim": 16},
-    # beta = 4 with a 10-epoch KL warm-up: the rate-distortion lesson's second point, and
-    # its training curves show the warm-up ramp
-    "demo-vae-z2-beta4": {"beta": 4.0, "kl_warmup": 10},
+    # beta = 4 with a 10-epoch KL warm-up and the deeper 2 x 512 decoder of the 2-D runs:
+    # the rate-distortion lesson's low-rate point, its training curves show the warm-up
+    # ramp, and the strong KL pressure on a deep decoder leaves dead dimensions for the
+    # latent-health lesson (demo-vae-z16's single wide layer keeps all 16 alive)
+    "demo-vae-z16-beta4": {"latent_dim": 16, "beta": 4.0, "kl_warmup": 10,
+                           "hidden_layers": 2, "hidden_dim": 512},
 }
 
 
