@@ -97,6 +97,9 @@ def main() -> None:
                                                              (100, 250, 500, 1000, n_max)}),
                              value=min(250, n_max), key="iwae_n"))
     seed = int(c3.number_input("Seed", 0, 10**6, 0, key="iwae_seed"))
+    if k * n >= 200_000:
+        st.caption(f"K × images = {k * n:,} decoder passes: this can take a minute on a CPU "
+                   f"(results are cached).")
     stamp = file_stamp(path, rundir.WEIGHTS_FILE)
 
     curve = sample_curve(str(path), index, tuple(K_CHOICES), seed, stamp)
