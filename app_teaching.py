@@ -120,11 +120,3 @@ def big(image: np.ndarray, size: int = 168) -> np.ndarray:
     """Upscale a small (H, W[, C]) image by pixel repetition to about ``size`` pixels."""
     scale = max(1, size // max(image.shape[:2]))
     return np.clip(image, 0, 1).repeat(scale, 0).repeat(scale, 1)
-
-
-def vae_runs(exclude_ae: bool = True) -> list[Path]:
-    """Openable runs under the runs folder (newest first), optionally VAEs only."""
-    from explorer.runs import openable_runs
-
-    return [e.path for e in openable_runs(app_shared.runs_dir())
-            if not exclude_ae or e.model == "vae"]
