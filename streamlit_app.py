@@ -148,27 +148,36 @@ def empty_state(runs_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- latent map
 
-def latent_map(run: rundir.LoadedRun, latents: dict, projection: str, selected: int,
-               show_sigma: bool, upload: UploadOutcome | None) -> None:
+def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
+               selected: int, show_sigma: bool, upload: UploadOutcome | None) -> None:
     coords = map_coords(latents, projection)
-    sigmas = None
+    # The 1,000-point figure is built once per session, run and view (building it is most
+    # of a rerun's cost); each rerun only moves the overlays.
+    cache_key = (path, projection, run_stamp(path))
+    cached = st.session_state.get("_map_figure")
+    if cached is None or cached[0] != cache_key:
+        cached = (cache_key, figures.latent_map_base(
+            coords, latents["labels"], run.info.class_names, latents["recon"], latents["kl"],
+            projection))
+        st.session_state["_map_figure"] = cached
+    sigma = None
     if show_sigma and "logvar" in latents and projection == "raw":
-        sigmas = np.exp(0.5 * latents["logvar"][[selected]])[:, :2]  # (1, 2)
-    extra = []
-    z_now = current_z(run.model.latent_dim)
+        sigma = np.exp(0.5 * latents["logvar"][selected][:2])  # (2,)
+    decoder_xy = None
     if all(k in st.session_state for k in z_keys(run.model.latent_dim)):
-        xy = place_on_map(z_now, latents, projection)[0]
-        extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="decoder's z (sliders)",
-                          symbol="x", colour="black", size=13))
+        decoder_xy = place_on_map(current_z(run.model.latent_dim), latents, projection)[0]
+    upload_xy = None
     if upload is not None and upload.terms is not None:
-        xy = place_on_map(upload.terms.mu, latents, projection)[0]
-        extra.append(dict(x=float(xy[0]), y=float(xy[1]), name="your image",
-                          symbol="star", colour="#d62728", size=20))
-    fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
-                                    latents["recon"], latents["kl"], projection,
-                                    selected=[selected], sigmas=sigmas, extra_points=extra)
+        upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]
+    fig = figures.update_map_overlays(cached[1], coords, selected, sigma, decoder_xy, upload_xy)
     st.plotly_chart(fig, key="latent_map", on_select=lambda: select_from_map("latent_map"),
                     selection_mode="points", config={"scrollZoom": True, "displaylogo": False})
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def curves_figure(path: str, stamp: float):
+    """Training curves per run (rebuilt when metrics.jsonl changes); read-only once built."""
+    return figures.training_curves_figure(app_shared.get_metrics(path))
 
 
 # --------------------------------------------------------------------------- decode panel
@@ -407,7 +416,7 @@ def explorer_page(path: Path) -> None:
             show_sigma = c2.toggle("Show posterior σ", value=True, key="show_sigma",
                                    help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
                                         "for the selected sample")
-        latent_map(run, latents, projection, selected, show_sigma, upload)
+        latent_map(key, run, latents, projection, selected, show_sigma, upload)
         st.caption(f"Test-set latent means μ(x), coloured by label. Hover for a sample's terms; "
                    f"click one to select it. ○ = selected sample {selected}, × = the decoder's z "
                    f"as of the last full refresh (the small map beside the sliders follows "
@@ -445,7 +454,8 @@ def explorer_page(path: Path) -> None:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:
         if metrics:
-            st.plotly_chart(figures.training_curves_figure(metrics), key="curves")
+            st.plotly_chart(curves_figure(key, file_stamp(key, rundir.METRICS_FILE)),
+                            key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
                        "epoch's batches, test (dashed) measured after it.")
         else:

@@ -125,15 +125,17 @@ def ellipse_xy(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0,
     return (center[0] + n_sigma * sigma[0] * np.cos(t), center[1] + n_sigma * sigma[1] * np.sin(t))
 
 
-def latent_map_figure(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
-                      recon: np.ndarray, kl: np.ndarray, projection: str = "raw",
-                      selected: list[int] | None = None, sigmas: np.ndarray | None = None,
-                      extra_points: list[dict[str, Any]] | None = None,
-                      height: int = 520) -> go.Figure:
+OVERLAYS = ("sigma1", "sigma2", "selected", "decoder_z", "upload")  # traces' ``meta`` tags
+
+
+def latent_map_base(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
+                    recon: np.ndarray, kl: np.ndarray, projection: str = "raw",
+                    height: int = 520) -> go.Figure:
     """The test set's latent means, one WebGL scatter trace per class (so the legend
-    toggles classes). Each point's customdata is [index, recon, KL] (nats). ``selected``
-    indices are ringed; with ``sigmas`` (len(selected), 2) their posterior's 1σ and 2σ
-    ellipses are drawn. ``extra_points``: dicts with x, y, name, symbol, colour."""
+    toggles classes); each point's customdata is [index, recon, KL] (nats). Then five
+    overlay traces, empty until :func:`update_map_overlays` fills them: building the
+    1,000-point figure is the expensive part of a rerun (Plotly validates every property),
+    so the app builds it once per run and map view and only moves the overlays."""
     coords = np.asarray(coords, dtype=np.float32)
     labels = np.asarray(labels)
     index = np.arange(len(coords))
@@ -149,23 +151,22 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray, class_names: list[
                            "reconstruction %{customdata[1]:.1f} nats<br>"
                            "KL %{customdata[2]:.2f} nats<extra></extra>"),
         ))
-    for k, i in enumerate(selected or []):
-        if sigmas is not None and k < len(sigmas):
-            for n_sigma, dash in ((1.0, "solid"), (2.0, "dot")):
-                ex, ey = ellipse_xy(coords[i], sigmas[k], n_sigma)
-                fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip",
-                                         line=dict(color="black", width=1.5, dash=dash),
-                                         showlegend=False, name=f"{n_sigma:.0f}σ"))
+    for n_sigma, dash in ((1, "solid"), (2, "dot")):
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(color="black", width=1.5, dash=dash),
+                                 name=f"{n_sigma}σ", meta=f"sigma{n_sigma}"))
+    fig.add_trace(go.Scatter(
+        x=[], y=[], mode="markers", name="selected sample", meta="selected", showlegend=False,
+        marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=2.5)),
+        hovertemplate="selected sample<extra></extra>"))
+    for meta, name, symbol, colour, size in (
+            ("decoder_z", "decoder's z (sliders)", "x", "black", 13),
+            ("upload", "your image", "star", "#d62728", 20)):
         fig.add_trace(go.Scatter(
-            x=[coords[i, 0]], y=[coords[i, 1]], mode="markers", name=f"sample {i}",
-            marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=2.5)),
-            hovertemplate=f"selected sample {i}<extra></extra>", showlegend=False))
-    for point in extra_points or []:
-        fig.add_trace(go.Scatter(
-            x=[point["x"]], y=[point["y"]], mode="markers", name=point["name"],
-            marker=dict(size=point.get("size", 18), symbol=point.get("symbol", "star"),
-                        color=point.get("colour", "black"), line=dict(color="white", width=1.5)),
-            hovertemplate=f"{point['name']}<extra></extra>"))
+            x=[], y=[], mode="markers", name=name, meta=meta, showlegend=False,
+            marker=dict(size=size, symbol=symbol, color=colour,
+                        line=dict(color="white", width=1.5)),
+            hovertemplate=f"{name}<extra></extra>"))
     x_title, y_title = AXIS_TITLES.get(projection, ("x", "y"))
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="pan",
@@ -178,6 +179,45 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray, class_names: list[
     fig.update_xaxes(showgrid=True, gridcolor="#eee")
     fig.update_yaxes(showgrid=True, gridcolor="#eee")
     return fig
+
+
+def update_map_overlays(fig: go.Figure, coords: np.ndarray, selected: int | None = None,
+                        sigma: np.ndarray | None = None, decoder_xy: np.ndarray | None = None,
+                        upload_xy: np.ndarray | None = None) -> go.Figure:
+    """Fill the overlays of a :func:`latent_map_base` figure in place: a ring around the
+    ``selected`` sample, its posterior's 1σ and 2σ ellipses when ``sigma`` (2,) is given,
+    the decoder's z and the uploaded image's position (map coordinates). Returns ``fig``."""
+    traces = {t.meta: t for t in fig.data if t.meta in OVERLAYS}
+    empty: dict[str, Any] = dict(x=[], y=[], showlegend=False)
+    with fig.batch_update():
+        for n_sigma in (1, 2):
+            if selected is not None and sigma is not None:
+                ex, ey = ellipse_xy(np.asarray(coords[selected]), np.asarray(sigma), n_sigma)
+                traces[f"sigma{n_sigma}"].update(x=ex, y=ey)
+            else:
+                traces[f"sigma{n_sigma}"].update(x=[], y=[])
+        if selected is not None:
+            traces["selected"].update(x=[float(coords[selected][0])],
+                                      y=[float(coords[selected][1])],
+                                      hovertemplate=f"selected sample {selected}<extra></extra>")
+        else:
+            traces["selected"].update(x=[], y=[])
+        for meta, xy in (("decoder_z", decoder_xy), ("upload", upload_xy)):
+            if xy is None:
+                traces[meta].update(**empty)
+            else:
+                traces[meta].update(x=[float(xy[0])], y=[float(xy[1])], showlegend=True)
+    return fig
+
+
+def latent_map_figure(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
+                      recon: np.ndarray, kl: np.ndarray, projection: str = "raw",
+                      selected: int | None = None, sigma: np.ndarray | None = None,
+                      decoder_xy: np.ndarray | None = None,
+                      upload_xy: np.ndarray | None = None, height: int = 520) -> go.Figure:
+    """:func:`latent_map_base` with its overlays filled (a fresh figure)."""
+    fig = latent_map_base(coords, labels, class_names, recon, kl, projection, height)
+    return update_map_overlays(fig, coords, selected, sigma, decoder_xy, upload_xy)
 
 
 def selected_index(selection: Any) -> int | None:

@@ -7,6 +7,7 @@ train button (which really trains, with a tiny configuration patched in).
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -108,6 +109,11 @@ def test_selecting_a_sample_updates_the_elbo_panel(runs, monkeypatch):
 
     mu = read_latents(runs / "digits-vae-z2")["mu"][7]
     assert at.slider(key="z0").value == pytest.approx(mu[0], abs=0.006)
+    # the map rings the new sample (its figure is reused, only the overlays move)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ring = next(t for t in spec["data"] if t.get("meta") == "selected")
+    assert ring["x"][0] == pytest.approx(float(mu[0]), abs=1e-5)
+    assert any(t.get("meta") == "sigma1" and len(t["x"]) > 0 for t in spec["data"])
     # the "worst reconstruction" shortcut selects the arg-max of the per-sample terms
     at.button(key="pick_worst").click().run()
     worst = int(np.argmax(read_latents(runs / "digits-vae-z2")["recon"]))

@@ -204,9 +204,8 @@ def test_latent_map_figure_and_selection_parsing():
     coords = np.array([[0, 0], [1, 1], [2, 0]], np.float32)
     labels = np.array([1, 0, 1])
     fig = figures.latent_map_figure(coords, labels, ["zero", "one"], np.array([10., 20., 30.]),
-                                    np.array([1., 2., 3.]), selected=[2],
-                                    sigmas=np.array([[0.5, 0.25]]),
-                                    extra_points=[dict(x=0.5, y=0.5, name="your image")])
+                                    np.array([1., 2., 3.]), selected=2,
+                                    sigma=np.array([0.5, 0.25]), upload_xy=np.array([0.5, 0.5]))
     scatter = [t for t in fig.data if t.type == "scattergl"]
     assert [t.name for t in scatter] == ["zero", "one"]
     np.testing.assert_array_equal(scatter[1].customdata[:, 0], [0, 2])  # global indices
@@ -215,7 +214,13 @@ def test_latent_map_figure_and_selection_parsing():
     assert len(ellipses) == 2  # 1 sigma and 2 sigma
     assert max(ellipses[0].x) == pytest.approx(2.5)  # 2 + 1 * 0.5
     assert max(ellipses[1].y) == pytest.approx(0.5, abs=1e-3)  # 0 + 2 * 0.25
-    assert any(t.name == "your image" for t in fig.data)
+    overlays = {t.meta: t for t in fig.data if t.meta}
+    assert list(overlays["selected"].x) == [2.0] and list(overlays["upload"].y) == [0.5]
+    assert overlays["upload"].showlegend and not overlays["decoder_z"].showlegend
+    # moving the overlays of the same figure: no ellipses, a decoder z, no upload
+    figures.update_map_overlays(fig, coords, selected=0, decoder_xy=np.array([1.0, 1.0]))
+    assert len(ellipses[0].x) == 0 and list(overlays["selected"].x) == [0.0]
+    assert list(overlays["decoder_z"].x) == [1.0] and len(overlays["upload"].x) == 0
     event = {"selection": {"points": [{"customdata": [2.0, 30.0, 3.0], "x": 2, "y": 0}],
                            "point_indices": [1]}}
     assert figures.selected_index(event) == 2
