@@ -9,6 +9,8 @@ digits, and for 20,000 the same digits plus 15,000 copies shifted by one or two 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -41,15 +43,36 @@ def latent_means(epochs: int = 4) -> np.ndarray:
     return mu.numpy().astype(np.float32)
 
 
-def _sklearn_tsne(mu: np.ndarray, n_jobs: int) -> np.ndarray:
-    from sklearn.manifold import TSNE
+SKLEARN_PROBE = """
+import sys, time
+import numpy as np
+from sklearn.manifold import TSNE
+mu = np.load(sys.argv[1])
+start = time.perf_counter()
+TSNE(n_components=2, perplexity=30.0, random_state=0, init="pca",
+     n_jobs=int(sys.argv[2])).fit_transform(mu)
+print(time.perf_counter() - start)
+"""
 
-    return TSNE(n_components=2, perplexity=30.0, random_state=0, init="pca",
-                n_jobs=n_jobs).fit_transform(mu)
+
+def sklearn_tsne_seconds(mu: np.ndarray, n_jobs: int, timeout: float) -> float | None:
+    """Seconds scikit-learn's t-SNE takes on ``mu`` (its own process, so it can be stopped
+    after ``timeout``: then None)."""
+    with tempfile.TemporaryDirectory(prefix="bench-sk-") as tmp:
+        np.save(f"{tmp}/mu.npy", mu)
+        try:
+            done = subprocess.run([sys.executable, "-c", SKLEARN_PROBE, f"{tmp}/mu.npy",
+                                   str(n_jobs)], capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    if done.returncode != 0:
+        raise RuntimeError(f"scikit-learn t-SNE failed: {done.stderr[-1000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
-def measure(sklearn_sizes: tuple[int, ...] = (5000, 20000), threads: int = 2
-            ) -> tuple[list[Row], dict[str, Any]]:
+def measure(sklearn_sizes: tuple[int, ...] = (5000, 20000), threads: int = 2,
+            sklearn_timeout: float = 150.0) -> tuple[list[Row], dict[str, Any]]:
     from training.projection import place_by_neighbours, tsne
 
     torch.set_num_threads(threads)
@@ -65,11 +88,12 @@ def measure(sklearn_sizes: tuple[int, ...] = (5000, 20000), threads: int = 2
         raw[f"opentsne_{n}"] = ours
         detail = f"openTSNE ({'FFT' if n > 2000 else 'Barnes-Hut'}), {threads} threads"
         if n in sklearn_sizes:
-            start = time.perf_counter()
-            _sklearn_tsne(mu, threads)
-            theirs = time.perf_counter() - start
+            theirs = sklearn_tsne_seconds(mu, threads, sklearn_timeout)
             raw[f"sklearn_{n}"] = theirs
-            detail += f"; scikit-learn Barnes-Hut {theirs:.1f} s ({theirs / ours:.1f}× slower)"
+            detail += (f"; scikit-learn (Barnes-Hut) {theirs:.1f} s, {theirs / ours:.1f}× "
+                       f"slower" if theirs is not None else
+                       f"; scikit-learn (Barnes-Hut) stopped after {sklearn_timeout:.0f} s: "
+                       f"> {sklearn_timeout / ours:.1f}× slower")
         else:
             detail += "; scikit-learn skipped (--quick)"
         rows.append(Row("projection", f"t-SNE of {n:,} latent means", ours, "s", detail))

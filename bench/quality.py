@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,8 +36,9 @@ def project_time(data, device: torch.device, max_seconds: float) -> dict[str, An
     from training.config import TrainConfig
     from training.trainer import train
 
-    config = replace(TrainConfig(), dataset="mnist5k", latent_dim=LATENT_DIM, tsne=False,
-                     device=device.type)
+    # constructed, not replace()d: TrainConfig picks its architecture from latent_dim
+    config = TrainConfig(dataset="mnist5k", latent_dim=LATENT_DIM, tsne=False,
+                         device=device.type)
     curve: list[tuple[int, float, float]] = []
     reached: dict[str, Any] = {}
     start = time.perf_counter()
