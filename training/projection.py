@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# openTSNE settings chosen by measurement (bench/projection_speed.py; 20-D latent means of
-# mnist5k, one thread, CPU seconds): Barnes-Hut beats the FFT method at 5,000 points (31 s
-# vs 41 s), the FFT method wins above FFT_ABOVE; exact nearest neighbours (a ball tree)
-# are about 5x faster than Annoy's approximate ones up to 20,000 20-D points (3.3 s vs 14 s).
-FFT_ABOVE = 10_000
+# openTSNE settings chosen by measurement (20-D latent means of mnist5k, one thread, CPU
+# seconds on the 2-core dev machine): Barnes-Hut beats the FFT method at 5,000 points (31 s
+# vs 41 s), the FFT method wins at 20,000 (106 s vs 187 s); the fitted power laws cross near
+# 8,000. Exact nearest neighbours (a ball tree) are about 5x faster than Annoy's approximate
+# ones for 5,000-20,000 20-D points (0.5 s vs 2.5 s; 3.3 s vs 14 s).
+FFT_ABOVE = 8_000
 EXACT_NEIGHBOURS_UP_TO = 30_000
 
 
@@ -43,9 +44,10 @@ def apply_pca(z: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.nda
 
 
 def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
-    """t-SNE of latent means to 2-D (N, 2), with openTSNE's FFT-accelerated gradients when
-    installed (several times faster than scikit-learn's Barnes-Hut at 20,000+ points),
-    scikit-learn otherwise. Perplexity is capped for tiny sets."""
+    """t-SNE of latent means to 2-D (N, 2) with openTSNE when installed (Barnes-Hut up to
+    ``FFT_ABOVE`` points, FFT-accelerated gradients above; both faster than scikit-learn's,
+    see ``bench/projection_speed.py``), scikit-learn otherwise. Perplexity is capped for
+    tiny sets."""
     mu = np.asarray(mu, dtype=np.float32)
     n = len(mu)
     if n < 5:
