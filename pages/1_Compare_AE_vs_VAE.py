@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 import torch
-from scipy import stats
 
 import app_shared
 import app_teaching as ui
-from explorer import figures
 from explorer.compare import prior_fit
 from explorer.generation import decode_images, prior_samples
 from explorer.inference import available_projections, map_coords
+from explorer.lesson_figures import lesson_map
 from explorer.runs import file_stamp, openable_runs
 from training import rundir
 
@@ -58,16 +57,9 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     st.caption(f"{kind}, {run.model.latent_dim}-D latent space, {run.info.config.dataset}")
     projection = available_projections(latents)[0]
     coords = map_coords(latents, projection)
-    fig = figures.latent_map_figure(coords, latents["labels"], run.info.class_names,
-                                    latents["recon"], latents["kl"], projection,
-                                    selected=indices, height=380)
-    fig.update_layout(showlegend=False)
-    if projection == "raw" and run.model.latent_dim == 2:
-        radius = float(np.sqrt(stats.chi2.ppf(0.95, 2)))
-        t = np.linspace(0, 2 * np.pi, 100)
-        fig.add_scatter(x=radius * np.cos(t), y=radius * np.sin(t), mode="lines",
-                        name="95% of N(0, I)", line=dict(color="black", dash="dash", width=3),
-                        hoverinfo="name")
+    fig = lesson_map(coords, latents["labels"], run.info.class_names, projection,
+                     rings=indices, height=380, legend=False,
+                     prior_circle=projection == "raw" and run.model.latent_dim == 2)
     st.plotly_chart(fig, key=f"map_{side}")
     st.caption("Latent means μ(x) of the test set" + (" (PCA)" if projection == "pca" else "")
                + "; the rings mark the inputs reconstructed below"

@@ -11,9 +11,9 @@ import torch
 
 import app_shared
 import app_teaching as ui
-from explorer import figures
 from explorer.generation import reparam_draws
 from explorer.inference import available_projections, map_coords, place_on_map
+from explorer.lesson_figures import lesson_map
 
 EPS_KEY = "reparam_eps_seed"
 MAX_TABLE_DIMS = 16
@@ -83,12 +83,12 @@ def main() -> None:
         projection = available_projections(latents)[0]
         coords = map_coords(latents, projection)
         points = place_on_map(np.concatenate([mu[None], z[None], many.z]), latents, projection)
-        sigmas = sigma[None, :2] if projection == "raw" and len(mu) == 2 else None
-        fig = figures.latent_map_figure(
-            coords, latents["labels"], run.info.class_names, latents["recon"], latents["kl"],
-            projection, selected=[index], sigmas=sigmas, height=480,
-            extra_points=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
-                           "name": f"z (ε #{seed})", "symbol": "star", "colour": "#d62728"}])
+        sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
+        fig = lesson_map(
+            coords, latents["labels"], run.info.class_names, projection, rings=[index],
+            ellipse=(coords[index], sigmas) if sigmas is not None else None, height=480,
+            markers=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
+                      "name": f"z (ε #{seed})", "symbol": "star", "colour": "#d62728"}])
         fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name="other draws",
                         marker=dict(size=7, symbol="x", color="#444"),
                         hovertemplate="another draw of z<extra></extra>")

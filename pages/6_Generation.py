@@ -4,6 +4,8 @@ samples; a traversal grid (one row per dimension, -3..3, rows ordered by KL)."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -11,10 +13,10 @@ import torch
 
 import app_shared
 import app_teaching as ui
-from explorer import figures
 from explorer.diagnostics import latent_health
 from explorer.export import image_png
 from explorer.generation import interpolate, manifold_grid, prior_samples, tile, traversal
+from explorer.lesson_figures import lesson_map
 
 SEED_KEY = "gen_seed"
 
@@ -33,11 +35,10 @@ def manifold_figure(run, latents, dims: tuple[int, int], n: int, span: float,
                     base: np.ndarray) -> tuple[go.Figure, np.ndarray]:
     xs, ys, grid = manifold_grid(run.model, dims, n, (-span, span), (-span, span), base)
     picture = tile(grid, pad=0)  # (n*H, n*W[, C]), row 0 = top = largest y
-    uri = figures.data_uri(image_png(picture))
+    uri = "data:image/png;base64," + base64.b64encode(image_png(picture)).decode("ascii")
     mu = latents["mu"]
-    fig = figures.latent_map_figure(np.column_stack([mu[:, dims[0]], mu[:, dims[1]]]),
-                                    latents["labels"], run.info.class_names, latents["recon"],
-                                    latents["kl"], "raw", height=560)
+    fig = lesson_map(np.column_stack([mu[:, dims[0]], mu[:, dims[1]]]), latents["labels"],
+                     run.info.class_names, "raw", height=560)
     step = (2 * span) / (n - 1)
     fig.add_layout_image(dict(source=uri, xref="x", yref="y", x=-span - step / 2,
                               y=span + step / 2, sizex=2 * span + step, sizey=2 * span + step,

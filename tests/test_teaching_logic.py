@@ -440,3 +440,27 @@ def test_job_failure_is_reported_with_the_cli_error(tmp_path):
     status = jobs.wait_job(job, timeout=120)
     assert status.state == "failed"
     assert "exit code 2" in status.message and "no images" in status.message
+
+
+def test_lesson_map_overlays():
+    from scipy import stats as sp_stats
+
+    from explorer.lesson_figures import lesson_map, prior_circle_radius
+
+    coords = np.random.default_rng(0).normal(size=(30, 2))
+    labels = np.arange(30) % 3
+    fig = lesson_map(coords, labels, ["a", "b", "c"], rings=[4, 7],
+                     ellipse=(coords[4], np.array([0.5, 0.2])),
+                     markers=[{"x": 1.0, "y": 2.0, "name": "z"}], prior_circle=True)
+    names = [t.name for t in fig.data]
+    assert names[:3] == ["a", "b", "c"] and "95% of N(0, I)" in names
+    assert names.count("1σ") == 1 and names.count("2σ") == 1
+    rings = next(t for t in fig.data if t.name == "chosen")
+    np.testing.assert_allclose(rings.x, coords[[4, 7], 0])
+    circle = next(t for t in fig.data if t.name == "95% of N(0, I)")
+    np.testing.assert_allclose(np.hypot(circle.x, circle.y), prior_circle_radius())
+    # 95% of a 2-D standard normal lies inside the circle
+    draws = np.random.default_rng(1).standard_normal((200_000, 2))
+    inside = (np.hypot(*draws.T) <= prior_circle_radius()).mean()
+    assert inside == pytest.approx(0.95, abs=0.003)
+    assert prior_circle_radius() == pytest.approx(np.sqrt(sp_stats.chi2.ppf(0.95, 2)))
