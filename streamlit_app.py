@@ -389,10 +389,15 @@ def explorer_page(path: Path) -> None:
     def load_images():
         nonlocal images_error
         try:
-            return app_shared.get_test_images(key)
+            images = app_shared.get_test_images(key)
         except DataError as exc:
             images_error = str(exc)
             return None
+        if len(images) != n:
+            images_error = (f"the data set now has {len(images):,} test images but "
+                            f"latents.npz has {n:,}: it changed since training")
+            return None
+        return images
 
     # The test images (seconds to load cold for mnist5k) are only needed before the map
     # when there is an upload to place on it; otherwise the map and the decode panel reach
