@@ -72,8 +72,8 @@ def sklearn_tsne_seconds(mu: np.ndarray, n_jobs: int, timeout: float) -> float |
 
 
 def measure(sklearn_sizes: tuple[int, ...] = (5000, 20000), threads: int = 2,
-            sklearn_timeout: float = 150.0) -> tuple[list[Row], dict[str, Any]]:
-    from training.projection import place_by_neighbours, tsne
+            sklearn_timeout: float = 90.0) -> tuple[list[Row], dict[str, Any]]:
+    from training.projection import FFT_ABOVE, place_by_neighbours, tsne
 
     torch.set_num_threads(threads)
     mu_all = latent_means()
@@ -86,7 +86,8 @@ def measure(sklearn_sizes: tuple[int, ...] = (5000, 20000), threads: int = 2,
         maps[n] = tsne(mu, 30.0, seed=0, n_jobs=threads)
         ours = time.perf_counter() - start
         raw[f"opentsne_{n}"] = ours
-        detail = f"openTSNE ({'FFT' if n > 2000 else 'Barnes-Hut'}), {threads} threads"
+        method = "FFT" if n > FFT_ABOVE else "Barnes-Hut"
+        detail = f"project: openTSNE {method}, exact neighbours, {threads} threads"
         if n in sklearn_sizes:
             theirs = sklearn_tsne_seconds(mu, threads, sklearn_timeout)
             raw[f"sklearn_{n}"] = theirs
