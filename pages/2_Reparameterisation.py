@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -86,7 +87,8 @@ def main() -> None:
         sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
         fig = lesson_map(
             coords, latents["labels"], run.info.class_names, projection, rings=[index],
-            ellipse=(coords[index], sigmas) if sigmas is not None else None, height=480,
+            ellipse=(points[0], sigmas) if sigmas is not None else None, height=440,
+            legend=sigmas is None,
             markers=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
                       "name": f"z (ε #{seed})", "symbol": "star", "colour": "#d62728"}])
         fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name="other draws",
@@ -95,11 +97,31 @@ def main() -> None:
         fig.add_scatter(x=[points[0, 0], points[1, 0]], y=[points[0, 1], points[1, 1]],
                         mode="lines", name="σ·ε", line=dict(color="#d62728", width=2),
                         hoverinfo="skip")
-        st.plotly_chart(fig, key="reparam_map")
-        where = ("ellipses: 1σ (solid) and 2σ (dotted) of q(z|x)" if sigmas is not None
-                 else f"{projection.upper()} view: z placed like any code")
-        st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws; {where}.")
-        ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map")
+        if sigmas is None:
+            st.plotly_chart(fig, key="reparam_map")
+            st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws "
+                       f"({projection.upper()} view: z placed like any code).")
+            ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map")
+        else:
+            whole, close = st.columns(2)
+            with whole:
+                st.plotly_chart(fig, key="reparam_map")
+                st.caption(f"The whole map: ○ μ of sample {index}.")
+                ui.download_figure(fig, f"{path.name}-reparameterisation-{index}",
+                                   "dl_reparam_map")
+            half = 3.0 * float(sigmas.max())
+            zoom = go.Figure(fig)
+            zoom.update_layout(
+                xaxis=dict(range=[points[0, 0] - half, points[0, 0] + half]),
+                yaxis=dict(range=[points[0, 1] - half, points[0, 1] + half]))
+            zoom.update_traces(marker=dict(size=22), selector=dict(name=f"z (ε #{seed})"))
+            zoom.update_traces(marker=dict(size=9), selector=dict(name="other draws"))
+            with close:
+                st.plotly_chart(zoom, key="reparam_zoom")
+                st.caption(f"Zoomed to μ ± 3σ: ★ z = μ + σ·ε, red line σ·ε, × {n_draws} more "
+                           f"draws, ellipses at 1σ (solid) and 2σ (dotted) of q(z|x).")
+                ui.download_figure(zoom, f"{path.name}-reparameterisation-zoom-{index}",
+                                   "dl_reparam_zoom")
     st.subheader(f"{n_draws} draws of z ~ q(z|x), decoded")
     ui.show_grid(many.images, cols=min(16, n_draws))
     spread = float(many.images.std(axis=0).mean()) if n_draws > 1 else 0.0
