@@ -55,6 +55,8 @@ def _latency_rows(payload: dict[str, Any]) -> list[Row]:
                             f"{payload.get('moves', '?')} moves, browser websocket timestamps",
                             goal=f"p90 ≤ {goal_ms:.0f} ms" if goal_ms else "",
                             met=(p90 <= goal_ms) if (goal_ms and p90 is not None) else None))
+        if name != "app":  # the other variants: their round trip is the comparison
+            continue
         if "bytes_per_move" in moves:
             rows.append(Row("app", f"bytes sent per slider move, {name}",
                             moves["bytes_per_move"] / 1024, "KB", "websocket frames + media"))
