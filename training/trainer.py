@@ -284,7 +284,7 @@ def train_epoch(train_model: nn.Module, model: VAE, optimizer: torch.optim.Optim
             group["lr"] = lr
         beta = beta_at(progress_epochs, config.beta, config.kl_warmup)
         idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-        xb = train_x[idx]  # (B, C, H, W)
+        xb = train_x.index_select(0, idx)  # (B, C, H, W); twice as fast as train_x[idx]
         logits, mu, logvar = train_model(xb)
         terms = elbo_terms(logits, xb, mu, logvar, config.likelihood, beta,
                            config.free_bits, model.log_sigma)
