@@ -90,6 +90,8 @@ def measure(device: torch.device, max_seconds: float = 150.0) -> tuple[list[Row]
     if device.type == "cpu":
         torch.set_num_threads(2)
     data = load_dataset("mnist5k")
+    # the first optimizer built in a process pays ~1.5 s of torch.optim imports: not training
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     project = project_time(data, device, max_seconds)
     ref = reference_time(data, device, max_seconds)
     section = "quality" if device.type == "cpu" else "gpu"
