@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         parser.error(str(exc))
 
-    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    # under torchrun only rank 0 speaks (the trainer already logs epochs on rank 0 alone)
+    quiet = args.quiet or int(os.environ.get("RANK", "0")) != 0
+    log = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
     log(f"training {config.model} ({config.arch}, latent {config.latent_dim}) on "
         f"{config.dataset}: {len(data.train_x)} train / {len(data.test_x)} test images "
         f"{'x'.join(map(str, data.image_shape))} -> {out}")
