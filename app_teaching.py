@@ -39,6 +39,17 @@ def open_run(path: Path | str) -> tuple[Any, dict[str, np.ndarray]] | None:
         return None
 
 
+def open_picked_run() -> tuple[Path, Any, dict[str, np.ndarray]] | None:
+    """The sidebar's run (shared by every page) as (path, LoadedRun, latents), or None after
+    saying why there is none to show."""
+    path = app_shared.pick_run()
+    if path is None:
+        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
+        return None
+    opened = open_run(path)
+    return None if opened is None else (path, *opened)
+
+
 def test_images(path: Path | str):
     """The run's test images (N, C, H, W), or None after an error message."""
     try:

@@ -10,7 +10,6 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import app_shared
 import app_teaching as ui
 from explorer.generation import reparam_draws
 from explorer.inference import available_projections, map_coords, place_on_map
@@ -31,14 +30,10 @@ def main() -> None:
                    "noise ε ~ N(0, I) separately and computes **z = μ + σ · ε**: the "
                    "randomness sits in ε, the gradient flows through μ and σ "
                    "(Kingma & Welling 2014, §2.4).")
-    path = app_shared.pick_run()
-    if path is None:
-        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
-        return
-    opened = ui.open_run(path)
+    opened = ui.open_picked_run()
     if opened is None:
         return
-    run, latents = opened
+    path, run, latents = opened
     if not ui.require_vae(run, "there is nothing to sample, z is always the same code."):
         return
     images = ui.test_images(path)

@@ -75,14 +75,10 @@ def main() -> None:
                    "log-likelihood log p(x). Importance weighting with K posterior samples "
                    "(Burda et al., 2015) gives a tighter bound: watch it rise above the ELBO "
                    "as K grows.")
-    path = app_shared.pick_run()
-    if path is None:
-        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
-        return
-    opened = ui.open_run(path)
+    opened = ui.open_picked_run()
     if opened is None:
         return
-    run, _ = opened
+    path, run, _ = opened
     if not ui.require_vae(run, "without q(z|x) and a prior there is no ELBO and no bound."):
         return
     images = ui.test_images(path)

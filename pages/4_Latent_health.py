@@ -69,14 +69,10 @@ def main() -> None:
                    "prior is ~0 is **dead**: q(z_j|x) = N(0, 1) for every x, so it carries no "
                    "information. When the whole KL term goes to zero, that is **posterior "
                    "collapse**.")
-    path = app_shared.pick_run()
-    if path is None:
-        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
-        return
-    opened = ui.open_run(path)
+    opened = ui.open_picked_run()
     if opened is None:
         return
-    run, _ = opened
+    path, run, _ = opened
     st.sidebar.caption(ui.UNITS_NOTE)
     stamp = file_stamp(path, rundir.LATENTS_FILE)
     health = health_of(str(path), stamp)

@@ -11,7 +11,6 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import app_shared
 import app_teaching as ui
 from explorer.diagnostics import latent_health
 from explorer.export import image_png
@@ -56,14 +55,10 @@ def main() -> None:
                    "What the decoder does with codes nobody encoded: draws from the prior, "
                    "the whole manifold over a grid, paths between two images, and one "
                    "dimension at a time.")
-    path = app_shared.pick_run()
-    if path is None:
-        st.info("No trained run yet: run `python -m training.demo` or use the Train page.")
-        return
-    opened = ui.open_run(path)
+    opened = ui.open_picked_run()
     if opened is None:
         return
-    run, latents = opened
+    path, run, latents = opened
     st.sidebar.caption(ui.UNITS_NOTE)
     dim = run.model.latent_dim
     seed = int(st.session_state.get(SEED_KEY, 0))
