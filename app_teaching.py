@@ -50,6 +50,25 @@ def open_picked_run() -> tuple[Path, Any, dict[str, np.ndarray]] | None:
     return None if opened is None else (path, *opened)
 
 
+def open_vae_sample(why_not_ae: str
+                    ) -> tuple[Path, Any, dict[str, np.ndarray], Any, int] | None:
+    """For the lessons about one sample's posterior: the picked run (a VAE), its test
+    images and the selected sample, as (path, run, latents, images, index); None after
+    saying why not (no run, an autoencoder: ``why_not_ae``, images unavailable)."""
+    opened = open_picked_run()
+    if opened is None:
+        return None
+    path, run, latents = opened
+    if not require_vae(run, why_not_ae):
+        return None
+    images = test_images(path)
+    if images is None:
+        return None
+    index = pick_sample(len(images))
+    st.sidebar.caption(UNITS_NOTE)
+    return path, run, latents, images, index
+
+
 def test_images(path: Path | str):
     """The run's test images (N, C, H, W), or None after an error message."""
     try:

@@ -30,17 +30,10 @@ def main() -> None:
                    "noise ε ~ N(0, I) separately and computes **z = μ + σ · ε**: the "
                    "randomness sits in ε, the gradient flows through μ and σ "
                    "(Kingma & Welling 2014, §2.4).")
-    opened = ui.open_picked_run()
+    opened = ui.open_vae_sample("there is nothing to sample, z is always the same code.")
     if opened is None:
         return
-    path, run, latents = opened
-    if not ui.require_vae(run, "there is nothing to sample, z is always the same code."):
-        return
-    images = ui.test_images(path)
-    if images is None:
-        return
-    index = ui.pick_sample(len(images))
-    st.sidebar.caption(ui.UNITS_NOTE)
+    path, run, latents, images, index = opened
     with torch.no_grad():
         mu_t, logvar_t = run.model.encode(images[index:index + 1])
     mu, logvar = mu_t[0].numpy(), logvar_t[0].numpy()

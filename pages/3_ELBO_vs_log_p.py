@@ -75,17 +75,10 @@ def main() -> None:
                    "log-likelihood log p(x). Importance weighting with K posterior samples "
                    "(Burda et al., 2015) gives a tighter bound: watch it rise above the ELBO "
                    "as K grows.")
-    opened = ui.open_picked_run()
+    opened = ui.open_vae_sample("without q(z|x) and a prior there is no ELBO and no bound.")
     if opened is None:
         return
-    path, run, _ = opened
-    if not ui.require_vae(run, "without q(z|x) and a prior there is no ELBO and no bound."):
-        return
-    images = ui.test_images(path)
-    if images is None:
-        return
-    index = ui.pick_sample(len(images))
-    st.sidebar.caption(ui.UNITS_NOTE)
+    path, run, _, images, index = opened
     c1, c2, c3 = st.columns(3)
     k = int(c1.select_slider("K, importance samples", K_CHOICES, value=100, key="iwae_k"))
     n_max = len(images)

@@ -159,8 +159,11 @@ def image_sources(page) -> list[str]:
 def test_compare_ae_vs_vae(server, page, runs, tmp_path):
     roles = names(runs)
     open_page(page, server, "/Compare_AE_vs_VAE", wait_text="never told where its codes")
+    from playwright.sync_api import expect
+
     charts = page.locator('[data-testid="stPlotlyChart"]')
-    assert charts.count() == 2
+    # the text arrives before the charts are attached: wait (retrying) for exactly two
+    expect(charts).to_have_count(2, timeout=TIMEOUT)
     assert len(image_sources(page)) == 5  # inputs + each run's reconstructions and samples
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert roles["ae"] in text and roles["vae"] in text

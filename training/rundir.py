@@ -29,7 +29,7 @@ import platform
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,5 +463,3 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
 def command_line() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]]
 
-
-ProgressFn = Callable[[dict[str, Any]], None]

@@ -36,7 +36,7 @@ from torch import nn
 from training import rundir
 from training.config import TrainConfig
 from training.data import DataSplit, load_dataset
-from training.loss import beta_at, elbo_terms
+from training.loss import beta_at, elbo_terms, kl_per_dim
 from training.model import VAE
 
 EVAL_BATCH = 1000
@@ -178,8 +178,6 @@ def evaluate(model: VAE, x: torch.Tensor, config: TrainConfig, device: torch.dev
     mu_all = torch.cat(mus).numpy()
     logvar_all = torch.cat(logvars).numpy() if logvars else None
     if logvar_all is not None:
-        from training.loss import kl_per_dim
-
         per_dim = kl_per_dim(torch.from_numpy(mu_all), torch.from_numpy(logvar_all)).mean(0).numpy()
     else:
         per_dim = np.zeros(mu_all.shape[1], dtype=np.float32)
