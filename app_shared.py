@@ -2,12 +2,16 @@
 
 - :func:`runs_dir` — where the runs live: ``--runs-dir PATH`` after ``--`` on the
   ``streamlit run`` command line, else the ``VAE_RUNS_DIR`` environment variable, else ``runs``.
-- :func:`get_run` — the loaded run (model in eval mode + info), once per process
-  (``st.cache_resource``); :func:`get_latents`, :func:`get_metrics` — its arrays and
-  training curves (``st.cache_data``); :func:`get_test_images` — the test images the
-  latents were computed from. Each cache is keyed by the file's modification time as well
-  as the path (a parameter without a leading underscore, so Streamlit hashes it): a run
-  that is retrained, or still training, is re-read, never served stale.
+- :func:`get_run` — the loaded run (torch model in eval mode + info), once per process
+  (``st.cache_resource``), for the teaching pages; :func:`get_numpy_model` — the same
+  weights as a NumPy model for the main page, which never imports torch (its import is
+  ~2.8 s of the 5 s cold-start budget); :func:`get_latents`, :func:`get_metrics` — the
+  run's arrays and training curves (``st.cache_data``); :func:`get_test_arrays` /
+  :func:`get_test_images` — the test images the latents were computed from, as NumPy
+  arrays / torch tensors (one copy in memory). Each cache is keyed by the file's
+  modification time as well as the path (a parameter without a leading underscore, so
+  Streamlit hashes it): a run that is retrained, or still training, is re-read, never
+  served stale.
 - :func:`pick_run` — the sidebar run picker; the choice lives in
   ``st.session_state["run_dir"]`` so every page shows the same run.
 
@@ -30,6 +34,7 @@ import plotly.express  # noqa: F401
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from explorer.npmodel import NumpyModel, load_numpy_model
 from explorer.runs import RunEntry, file_stamp, list_runs
 from training import rundir
 
@@ -67,6 +72,18 @@ def get_run(path: str | os.PathLike) -> rundir.LoadedRun:
     return _load_run(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
 
 
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def _load_numpy_model(path: str, stamp: float) -> NumpyModel:
+    return load_numpy_model(path)
+
+
+def get_numpy_model(path: str | os.PathLike) -> NumpyModel:
+    """The run's model as NumPy (:mod:`explorer.npmodel`), loaded once per process and
+    shared by all sessions; ``.info`` is its config. Raises
+    :class:`training.rundir.RunDirError` naming the bad file."""
+    return _load_numpy_model(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _read_latents(path: str, stamp: float) -> dict[str, Any]:
     return rundir.read_latents(path)
@@ -88,7 +105,7 @@ def get_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
-def _load_test_images(data_key: str):
+def _load_test_arrays(data_key: str):
     from explorer.inference import load_test_images
     from training.config import TrainConfig
 
@@ -96,13 +113,20 @@ def _load_test_images(data_key: str):
                                            image_shape=(0, 0, 0), class_names=[]))
 
 
-def get_test_images(path: str | os.PathLike):
-    """The run's test images, (N, C, H, W) float tensor in [0, 1], in the same order as
-    ``get_latents(path)`` (shared read-only by all sessions: do not modify in place).
+def get_test_arrays(path: str | os.PathLike):
+    """The run's test images, (N, C, H, W) float32 NumPy array in [0, 1], in the same order
+    as ``get_latents(path)`` (shared read-only by all sessions: do not modify in place).
     Cached by the data set's settings, so runs on the same data share one copy."""
     c = rundir.read_config(path).config
     data_key = json.dumps({k: getattr(c, k) for k in DATA_FIELDS}, sort_keys=True)
-    return _load_test_images(data_key)
+    return _load_test_arrays(data_key)
+
+
+def get_test_images(path: str | os.PathLike):
+    """:func:`get_test_arrays` as a torch tensor sharing its memory (the teaching pages)."""
+    import torch
+
+    return torch.from_numpy(get_test_arrays(path))
 
 
 @st.cache_resource(show_spinner=False)
@@ -112,7 +136,7 @@ def _frozen() -> list[bool]:
 
 def freeze_gc_once() -> None:
     """``gc.freeze()`` once per process, after the first page is built: the tens of thousands
-    of long-lived objects torch, plotly and pandas created are moved out of the collector's
+    of long-lived objects Streamlit, plotly and pandas created are moved out of the collector's
     reach, so automatic collections stay short (the app also turns off Streamlit's
     ``runner.postScriptGC`` in ``.streamlit/config.toml``)."""
     import gc

@@ -28,6 +28,7 @@ from explorer.inference import (
     sample_terms,
 )
 from explorer.live import LiveDecoder, build_live_decoder
+from explorer.npmodel import NumpyModel
 from explorer.runs import file_stamp
 from explorer.uploads import (
     MAX_BYTES,
@@ -53,9 +54,9 @@ SLIDER_STEP = 0.01
 @st.cache_resource(max_entries=16, show_spinner=False)
 def live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
     """Per run and map view, shared by all sessions (read-only after construction)."""
-    run = app_shared.get_run(path)
+    model = app_shared.get_numpy_model(path)
     latents = app_shared.get_latents(path)
-    return build_live_decoder(run.model, latents, projection, map_coords(latents, projection))
+    return build_live_decoder(model, latents, projection, map_coords(latents, projection))
 
 
 def run_stamp(path: str) -> tuple[float, float]:
@@ -148,7 +149,7 @@ def empty_state(runs_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- latent map
 
-def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
+def latent_map(path: str, model: NumpyModel, latents: dict, projection: str,
                selected: int, show_sigma: bool, upload: UploadOutcome | None) -> None:
     coords = map_coords(latents, projection)
     # The 1,000-point figure is built once per session, run and view (building it is most
@@ -157,15 +158,15 @@ def latent_map(path: str, run: rundir.LoadedRun, latents: dict, projection: str,
     cached = st.session_state.get("_map_figure")
     if cached is None or cached[0] != cache_key:
         cached = (cache_key, figures.latent_map_base(
-            coords, latents["labels"], run.info.class_names, latents["recon"], latents["kl"],
+            coords, latents["labels"], model.info.class_names, latents["recon"], latents["kl"],
             projection))
         st.session_state["_map_figure"] = cached
     sigma = None
     if show_sigma and "logvar" in latents and projection == "raw":
         sigma = np.exp(0.5 * latents["logvar"][selected][:2])  # (2,)
     decoder_xy = None
-    if all(k in st.session_state for k in z_keys(run.model.latent_dim)):
-        decoder_xy = place_on_map(current_z(run.model.latent_dim), latents, projection)[0]
+    if all(k in st.session_state for k in z_keys(model.latent_dim)):
+        decoder_xy = place_on_map(current_z(model.latent_dim), latents, projection)[0]
     upload_xy = None
     if upload is not None and upload.terms is not None:
         upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]
@@ -288,7 +289,7 @@ class UploadOutcome:
     error: str = ""
 
 
-def process_upload(run: rundir.LoadedRun, test_images) -> UploadOutcome | None:
+def process_upload(model: NumpyModel, test_images: np.ndarray) -> UploadOutcome | None:
     """The uploaded file (from the previous interaction's widget state), converted, encoded
     and scored, *before* the map is drawn, so the map can show it in the same run."""
     upload = st.session_state.get("upload")
@@ -296,20 +297,20 @@ def process_upload(run: rundir.LoadedRun, test_images) -> UploadOutcome | None:
         return None
     invert = {"auto": None, "yes": True, "no": False}[st.session_state.get("upload_invert", "auto")]
     try:
-        prepared = prepare_upload(upload.getvalue(), run.info.image_shape, invert=invert,
-                                  dark_background=has_dark_background(test_images.numpy()),
+        prepared = prepare_upload(upload.getvalue(), model.image_shape, invert=invert,
+                                  dark_background=has_dark_background(test_images),
                                   center=bool(st.session_state.get("upload_center", True)))
     except UploadError as exc:
         return UploadOutcome(name=upload.name, error=exc.message)
-    terms = sample_terms(run.model, prepared.x, run.info.config.likelihood, MC_SAMPLES)
+    terms = sample_terms(model, prepared.x, MC_SAMPLES)
     return UploadOutcome(name=upload.name, terms=terms, prepared=prepared)
 
 
-def upload_section(run: rundir.LoadedRun, outcome: UploadOutcome | None, path: str,
+def upload_section(model: NumpyModel, outcome: UploadOutcome | None, path: str,
                    projection: str) -> None:
     st.markdown(f"Upload an image (PNG, JPEG, GIF, BMP, TIFF, WebP; at most "
                 f"{MAX_BYTES // (1024 * 1024)} MB). It is converted to the model's input "
-                f"({'×'.join(map(str, run.info.image_shape))}), encoded, placed on the map "
+                f"({'×'.join(map(str, model.image_shape))}), encoded, placed on the map "
                 f"(★) and reconstructed.")
     c1, c2 = st.columns([3, 2])
     c1.file_uploader("Your image", key="upload", accept_multiple_files=False)
@@ -326,7 +327,7 @@ def upload_section(run: rundir.LoadedRun, outcome: UploadOutcome | None, path: s
     w, h = prepared.original_size
     notes = "; ".join(prepared.notes) or "resized"
     st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
-    elbo_panel(terms, run.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
+    elbo_panel(terms, model.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
     decoder = live_decoder(path, projection, run_stamp(path))
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
@@ -340,15 +341,15 @@ def upload_section(run: rundir.LoadedRun, outcome: UploadOutcome | None, path: s
 def explorer_page(path: Path) -> None:
     key = str(path)
     try:
-        run = app_shared.get_run(key)
+        model = app_shared.get_numpy_model(key)
         latents = app_shared.get_latents(key)
     except rundir.RunDirError as exc:
         st.error(f"Cannot open this run: {exc}")
         return
-    info = run.info
+    info = model.info
     n = len(latents["mu"])
-    dim = run.model.latent_dim
-    kind = "VAE" if run.model.is_vae else "plain autoencoder"
+    dim = model.latent_dim
+    kind = "VAE" if model.is_vae else "plain autoencoder"
 
     st.title("VAE Latent Explorer")
     try:
@@ -389,7 +390,7 @@ def explorer_page(path: Path) -> None:
     def load_images():
         nonlocal images_error
         try:
-            images = app_shared.get_test_images(key)
+            images = app_shared.get_test_arrays(key)
         except DataError as exc:
             images_error = str(exc)
             return None
@@ -403,7 +404,7 @@ def explorer_page(path: Path) -> None:
     # when there is an upload to place on it; otherwise the map and the decode panel reach
     # the browser first and the images load while the user looks at them.
     test_images = load_images() if st.session_state.get("upload") is not None else None
-    upload = process_upload(run, test_images) if test_images is not None else None
+    upload = process_upload(model, test_images) if test_images is not None else None
 
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -417,11 +418,11 @@ def explorer_page(path: Path) -> None:
                                   help="2-D views of the latent means, computed when training "
                                        "finished (t-SNE is never computed while you wait)")
         show_sigma = False
-        if run.model.is_vae and dim == 2:
+        if model.is_vae and dim == 2:
             show_sigma = c2.toggle("Show posterior σ", value=True, key="show_sigma",
                                    help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
                                         "for the selected sample")
-        latent_map(key, run, latents, projection, selected, show_sigma, upload)
+        latent_map(key, model, latents, projection, selected, show_sigma, upload)
         st.caption(f"Test-set latent means μ(x), coloured by label. Hover for a sample's terms; "
                    f"click one to select it. ○ = selected sample {selected}, × = the decoder's z "
                    f"as of the last full refresh (the small map beside the sliders follows "
@@ -442,8 +443,7 @@ def explorer_page(path: Path) -> None:
                          f"{images_error}")
     with tab_elbo:
         if test_images is not None:
-            terms = sample_terms(run.model, test_images[selected], info.config.likelihood,
-                                 MC_SAMPLES)
+            terms = sample_terms(model, test_images[selected], MC_SAMPLES)
             label = int(latents["labels"][selected])
             name = info.class_names[label] if label < len(info.class_names) else str(label)
             elbo_panel(terms, info.config.likelihood, f"Test sample {selected} (label {name})",
@@ -454,7 +454,7 @@ def explorer_page(path: Path) -> None:
                                                       decoder.mean_kl), key="kl_bars")
     with tab_upload:
         if test_images is not None:
-            upload_section(run, upload, key, projection)
+            upload_section(model, upload, key, projection)
         else:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:

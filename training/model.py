@@ -13,9 +13,7 @@ import math
 import torch
 from torch import nn
 
-from training.config import TrainConfig
-
-LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0  # sigma in [2.5e-3, 55]: keeps exp() finite and gradients sane
+from training.config import LOGVAR_MAX, LOGVAR_MIN, TrainConfig
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -15,6 +15,10 @@ Files (all written atomically: a temporary file in the same folder, fsync, then
 
 Nothing here ever unpickles arbitrary objects: safetensors for weights, JSON for text,
 ``np.load(allow_pickle=False)`` and ``torch.load(weights_only=True)`` for the rest.
+
+PyTorch is imported by the functions that need it, not by this module: the app's main
+page reads config, metrics, latents and (as NumPy arrays) weights without it, because
+``import torch`` alone costs about 2.8 s of its 5 s cold-start budget.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "vae-latent-explorer/run"
 FORMAT_VERSION = 1
@@ -156,13 +162,26 @@ def describe_os_error(exc: OSError) -> str:
 
 # --------------------------------------------------------------------------- weights
 
-def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+def _tensor_bytes(t: torch.Tensor | np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    """(dtype name as torch spells it, shape, raw bytes) of a torch tensor or NumPy array,
+    so the same weights hash the same whichever framework read them."""
+    if isinstance(t, np.ndarray):
+        arr = np.asarray(t, order="C")  # not ascontiguousarray: that makes 0-d arrays 1-d
+        return f"torch.{arr.dtype.name}", tuple(arr.shape), arr.tobytes()
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return str(t.dtype), tuple(t.shape), data
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor] | dict[str, np.ndarray]) -> str:
     """SHA-256 over names, dtypes, shapes and raw bytes of every tensor, in name order."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        dtype, shape, data = _tensor_bytes(tensors[name])
+        digest.update(f"{name}|{dtype}|{shape}|".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -178,8 +197,10 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
     return sha
 
 
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read and verify a safetensors file. Raises :class:`RunDirError` naming the file."""
+def load_weights(path: str | os.PathLike, framework: str = "pt"
+                 ) -> tuple[dict[str, torch.Tensor] | dict[str, np.ndarray], dict[str, str]]:
+    """Read and verify a safetensors file as torch tensors (``framework="pt"``) or NumPy
+    arrays (``"np"``, no torch import). Raises :class:`RunDirError` naming the file."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -188,7 +209,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if path.stat().st_size == 0:
         raise RunDirError(path, "weights file is empty (0 bytes)")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
+        with safe_open(str(path), framework=framework, device="cpu") as fh:
             metadata = dict(fh.metadata() or {})
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own error types for every corruption
@@ -209,6 +230,8 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 def versions() -> dict[str, str]:
     import importlib.metadata as md
+
+    import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     for pkg in ("safetensors", "scikit-learn", "openTSNE"):
@@ -341,13 +364,15 @@ def state_sha256(state: Any) -> str:
     """SHA-256 over a nested structure of dicts, lists, tensors and numbers (every tensor's
     dtype, shape and bytes; keys in sorted order), ignoring the ``state_sha256`` entry.
     torch's zip format does not check its CRCs on load, so a flipped bit would go unnoticed."""
+    import torch
+
     digest = hashlib.sha256()
 
     def feed(obj: Any) -> None:
         if isinstance(obj, torch.Tensor):
-            t = obj.detach().cpu().contiguous()
-            digest.update(f"T|{t.dtype}|{tuple(t.shape)}|".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            dtype, shape, data = _tensor_bytes(obj)
+            digest.update(f"T|{dtype}|{shape}|".encode())
+            digest.update(data)
         elif isinstance(obj, dict):
             digest.update(f"D{len(obj)}|".encode())
             for key in sorted(obj, key=repr):
@@ -368,6 +393,8 @@ def state_sha256(state: Any) -> str:
 
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``train_state.pt`` atomically, with the SHA-256 of its contents inside."""
+    import torch
+
     state = {**state, STATE_SHA_KEY: state_sha256(state)}
     buffer = io.BytesIO()  # serialise in memory: torch's own writer turns a full disk into
     torch.save(state, buffer)  # a RuntimeError; a plain write raises OSError(ENOSPC)
@@ -383,6 +410,8 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunDirError(path, "train_state.pt is missing: nothing to resume from")
     if path.stat().st_size == 0:
         raise RunDirError(path, "train_state.pt is empty (0 bytes)")
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
