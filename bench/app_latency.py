@@ -394,6 +394,82 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
     return out
 
 
+# --------------------------------------------------------------------------- cold start
+
+# The first page is ready when everything above the fold is drawn and the script has
+# finished: the title, the latent map's Plotly plot, a latent slider, the decoded image,
+# the ELBO panel's metrics, and no "running" status widget.
+PAGE_READY_JS = """() => !!(document.querySelector('h1')
+    && document.querySelector('.js-plotly-plot .main-svg')
+    && document.querySelector('[data-testid="stSlider"]')
+    && document.querySelector('img[alt="decoded image"]')
+    && document.querySelector('[data-testid="stMetric"]'))
+    && !document.querySelector('[data-testid="stStatusWidget"]')"""
+MINIMAL_READY_JS = """() => !!(document.querySelector('[data-testid="stSlider"]')
+    && document.querySelector('[data-testid="stImage"] img'))
+    && !document.querySelector('[data-testid="stStatusWidget"]')"""
+
+
+def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
+               script_args: list[str] | None = None) -> dict[str, Any]:
+    """Seconds from ``streamlit run`` (a new server process, nothing loaded) to the first
+    page ready (``ready_js``), in two browsers:
+
+    - ``fresh``: a new Chromium profile per start, nothing cached: the browser downloads,
+      compiles and runs Streamlit's whole frontend (the Plotly bundle alone is 4.6 MB);
+    - ``returning``: one profile that has opened the app at this address before (the
+      usual case: a teacher's own browser, the port `streamlit run` always uses), so
+      Chromium's HTTP and code caches hold the frontend; the server is still cold.
+
+    Each start is a new server process on the same port; medians over ``repeats``."""
+    from explorer.server import free_port
+
+    port = free_port()
+    env = {"VAE_RUNS_DIR": str(runs_dir)}
+    out: dict[str, Any] = {}
+
+    def one(context) -> dict[str, float]:
+        server = StreamlitServer(script, env=env, script_args=script_args, port=port,
+                                 log_path=Path(tempfile.gettempdir()) / "bench-cold.log")
+        page = context.new_page()
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        try:
+            t0 = time.perf_counter()
+            server.start()
+            healthy = time.perf_counter() - t0
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_function(ready_js, timeout=120_000, polling=25)
+            return {"healthy_s": healthy, "ready_s": time.perf_counter() - t0}
+        finally:
+            page.close()
+            server.stop()
+
+    fresh = []
+    for _ in range(repeats):
+        browser = launch_browser(pw)
+        try:
+            fresh.append(one(browser.new_context()))
+        finally:
+            browser.close()
+    profile = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    try:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            one(context)  # the earlier visit that fills the caches; not counted
+            returning = [one(context) for _ in range(repeats)]
+        finally:
+            context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    for name, runs in (("fresh", fresh), ("returning", returning)):
+        ready = [r["ready_s"] for r in runs]
+        out[name] = {"median_s": statistics.median(ready), "min_s": min(ready),
+                     "max_s": max(ready), "runs_s": ready,
+                     "healthy_median_s": statistics.median(r["healthy_s"] for r in runs)}
+    return out
+
+
 # --------------------------------------------------------------------------- where the time goes
 
 def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:

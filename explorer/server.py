@@ -31,12 +31,13 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """``streamlit run script`` on 127.0.0.1:<free port>; ``url`` once started."""
+    """``streamlit run script`` on 127.0.0.1:<free port> (or ``port``); ``url`` once started."""
 
     def __init__(self, script: str | os.PathLike = "streamlit_app.py",
                  env: dict[str, str] | None = None, args: list[str] | None = None,
                  script_args: list[str] | None = None, cwd: str | os.PathLike = ROOT,
-                 log_path: str | os.PathLike | None = None, startup_timeout: float = 60.0):
+                 log_path: str | os.PathLike | None = None, startup_timeout: float = 60.0,
+                 port: int = 0):
         self.script = str(script)
         self.env = {**os.environ, **(env or {})}
         self.args = args or []
@@ -44,6 +45,7 @@ class StreamlitServer:
         self.cwd = Path(cwd)
         self.log_path = Path(log_path) if log_path else None
         self.startup_timeout = startup_timeout
+        self.fixed_port = port  # 0: a free port per start
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
@@ -54,7 +56,7 @@ class StreamlitServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> StreamlitServer:
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         cmd = [sys.executable, "-m", "streamlit", "run", self.script,
                "--server.headless", "true", "--server.port", str(self.port),
                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
