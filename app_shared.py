@@ -14,6 +14,9 @@
   served stale.
 - :func:`pick_run` — the sidebar run picker; the choice lives in
   ``st.session_state["run_dir"]`` so every page shows the same run.
+- :func:`lifespan` — the server's start-up hook (``st.App`` in ``streamlit_app.py``):
+  :func:`warm_up` loads the newest run into these caches in a background thread, so the
+  first browser to connect finds it ready.
 
 The logic behind these lives in ``explorer/`` and ``training/`` and is tested without
 Streamlit; this module only adds caching and widgets.
@@ -21,9 +24,13 @@ Streamlit; this module only adds caching and widgets.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +38,13 @@ from typing import Any
 # submodules at the same time have raced ("partially initialized module"). Not pandas or
 # plotly.express: the main page never needs them, and they cost 0.6 s of its cold start
 # (the two teaching pages that build tables import pandas themselves).
+import numpy as np
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from explorer import figures
+from explorer.inference import available_projections, map_coords
+from explorer.live import LiveDecoder, build_live_decoder
 from explorer.npmodel import NumpyModel, load_numpy_model
 from explorer.runs import RunEntry, file_stamp, list_runs
 from training import rundir
@@ -129,6 +140,35 @@ def get_test_images(path: str | os.PathLike):
     return torch.from_numpy(get_test_arrays(path))
 
 
+def run_stamp(path: str | os.PathLike) -> tuple[float, float]:
+    """Modification times of the weights and the latents: part of cache keys."""
+    return file_stamp(path, rundir.WEIGHTS_FILE), file_stamp(path, rundir.LATENTS_FILE)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
+    latents = get_latents(path)
+    return build_live_decoder(get_numpy_model(path), latents, projection,
+                              map_coords(latents, projection))
+
+
+def get_live_decoder(path: str | os.PathLike, projection: str) -> LiveDecoder:
+    """The decode panel's precomputed state per run and map view, shared by all sessions
+    (read-only after construction)."""
+    return _live_decoder(str(path), projection, run_stamp(path))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _curves_figure(path: str, stamp: float):
+    return figures.training_curves_figure(get_metrics(path))
+
+
+def get_curves_figure(path: str | os.PathLike):
+    """The training curves figure per run (rebuilt when metrics.jsonl changes); shared,
+    read-only once built."""
+    return _curves_figure(str(path), file_stamp(path, rundir.METRICS_FILE))
+
+
 @st.cache_resource(show_spinner=False)
 def _frozen() -> list[bool]:
     return [False]
@@ -145,6 +185,46 @@ def freeze_gc_once() -> None:
     if not flag[0]:
         flag[0] = True
         gc.freeze()  # no collect() first: that alone would cost a full heap walk
+
+
+# --------------------------------------------------------------------------- warm-up
+
+def warm_up() -> str | None:
+    """The first page's slow, shareable work, done before anyone asks: load the newest run
+    (the one a new session opens) into the process-wide caches above, and build each kind
+    of Plotly figure the page shows once (Plotly imports a trace type's validators on first
+    use). Returns the run's path, None when there is no openable run. Errors propagate;
+    the page reports them itself when it opens the run."""
+    entries = [e for e in list_runs(runs_dir()) if e.openable]
+    if not entries:
+        return None
+    path = str(entries[0].path)
+    model, latents = get_numpy_model(path), get_latents(path)
+    projection = available_projections(latents)[0]
+    decoder = get_live_decoder(path, projection)
+    figures.latent_map_base(map_coords(latents, projection), latents["labels"],
+                            model.info.class_names, latents["recon"], latents["kl"], projection)
+    figures.kl_bar_figure(np.zeros(model.latent_dim), decoder.order, decoder.mean_kl)
+    get_curves_figure(path)
+    get_test_arrays(path)
+    return path
+
+
+def _warm_up_in_background() -> None:
+    try:
+        warm_up()
+    except Exception as exc:  # the page shows the real error to the user who opens the run
+        logging.getLogger(__name__).warning("warm-up skipped: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """``st.App`` lifespan: start :func:`warm_up` in a background thread and return at once,
+    so the server accepts the browser (which needs a second or so to load Streamlit's
+    frontend) while the run loads."""
+    threading.Thread(target=_warm_up_in_background, name="vae-explorer-warm-up",
+                     daemon=True).start()
+    yield
 
 
 # --------------------------------------------------------------------------- run picker

@@ -27,9 +27,8 @@ from explorer.inference import (
     sample_prior,
     sample_terms,
 )
-from explorer.live import LiveDecoder, build_live_decoder
+from explorer.live import LiveDecoder
 from explorer.npmodel import NumpyModel
-from explorer.runs import file_stamp
 from explorer.uploads import (
     MAX_BYTES,
     PreparedImage,
@@ -50,19 +49,6 @@ SLIDER_STEP = 0.01
 
 
 # --------------------------------------------------------------------------- cached pieces
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
-    """Per run and map view, shared by all sessions (read-only after construction)."""
-    model = app_shared.get_numpy_model(path)
-    latents = app_shared.get_latents(path)
-    return build_live_decoder(model, latents, projection, map_coords(latents, projection))
-
-
-def run_stamp(path: str) -> tuple[float, float]:
-    """Modification times of the weights and the latents: part of cache keys."""
-    return file_stamp(path, rundir.WEIGHTS_FILE), file_stamp(path, rundir.LATENTS_FILE)
-
 
 @st.cache_resource(show_spinner=False)
 def _training_lock() -> threading.Lock:
@@ -154,7 +140,7 @@ def latent_map(path: str, model: NumpyModel, latents: dict, projection: str,
     coords = map_coords(latents, projection)
     # The 1,000-point figure is built once per session, run and view (building it is most
     # of a rerun's cost); each rerun only moves the overlays.
-    cache_key = (path, projection, run_stamp(path))
+    cache_key = (path, projection, app_shared.run_stamp(path))
     cached = st.session_state.get("_map_figure")
     if cached is None or cached[0] != cache_key:
         cached = (cache_key, figures.latent_map_base(
@@ -175,18 +161,12 @@ def latent_map(path: str, model: NumpyModel, latents: dict, projection: str,
                     selection_mode="points", config={"scrollZoom": True, "displaylogo": False})
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def curves_figure(path: str, stamp: float):
-    """Training curves per run (rebuilt when metrics.jsonl changes); read-only once built."""
-    return figures.training_curves_figure(app_shared.get_metrics(path))
-
-
 # --------------------------------------------------------------------------- decode panel
 
 @st.fragment
 def decode_panel(path: str, projection: str, selected: int) -> None:
     """Sliders z0, z1, ... and the live decoded image. Reruns alone on every move."""
-    decoder = live_decoder(path, projection, run_stamp(path))
+    decoder = app_shared.get_live_decoder(path, projection)
     dim = decoder.latent_dim
     mu_selected = decoder.latents["mu"][selected]
     if st.session_state.get("_z_sample") != (path, selected):
@@ -226,7 +206,7 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
 def decode_buttons(path: str, projection: str, selected: int) -> None:
     """Start points for the sliders. Outside the fragment: a click reruns the page (rare),
     while the fragment stays as light as possible for the slider moves (frequent)."""
-    decoder = live_decoder(path, projection, run_stamp(path))
+    decoder = app_shared.get_live_decoder(path, projection)
     dim = decoder.latent_dim
     mu_selected = decoder.latents["mu"][selected]
     b1, b2, b3 = st.columns(3)
@@ -328,7 +308,7 @@ def upload_section(model: NumpyModel, outcome: UploadOutcome | None, path: str,
     notes = "; ".join(prepared.notes) or "resized"
     st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
     elbo_panel(terms, model.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
-    decoder = live_decoder(path, projection, run_stamp(path))
+    decoder = app_shared.get_live_decoder(path, projection)
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
     if terms.is_vae:
@@ -430,7 +410,7 @@ def explorer_page(path: Path) -> None:
     with right:
         st.subheader("Decode z")
         # the locator map's picture, once per full run (slider moves only move the marker)
-        st.html(live_decoder(key, projection, run_stamp(key)).locator_css())
+        st.html(app_shared.get_live_decoder(key, projection).locator_css())
         decode_panel(key, projection, selected)
         decode_buttons(key, projection, selected)
 
@@ -449,7 +429,7 @@ def explorer_page(path: Path) -> None:
             elbo_panel(terms, info.config.likelihood, f"Test sample {selected} (label {name})",
                        "sample")
             if terms.is_vae:
-                decoder = live_decoder(key, projection, run_stamp(key))
+                decoder = app_shared.get_live_decoder(key, projection)
                 st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
                                                       decoder.mean_kl), key="kl_bars")
     with tab_upload:
@@ -459,7 +439,7 @@ def explorer_page(path: Path) -> None:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:
         if metrics:
-            st.plotly_chart(curves_figure(key, file_stamp(key, rundir.METRICS_FILE)),
+            st.plotly_chart(app_shared.get_curves_figure(key),
                             key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
                        "epoch's batches, test (dashed) measured after it.")
@@ -468,7 +448,8 @@ def explorer_page(path: Path) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="VAE Latent Explorer", page_icon="🧭", layout="wide")
+    st.set_page_config(page_title="VAE Latent Explorer", page_icon=":material/explore:",
+                       layout="wide")
     runs = app_shared.runs_dir()
     path = app_shared.pick_run()
     if path is None:
@@ -479,4 +460,8 @@ def main() -> None:
         app_shared.freeze_gc_once()
 
 
-main()
+if __name__ == "__main__":  # a script run: once per session and interaction
+    main()
+else:  # imported by `streamlit run streamlit_app.py`, which serves the ASGI app found here:
+    # the same page, plus a start-up hook that loads the newest run before a browser asks
+    app = st.App(__file__, lifespan=app_shared.lifespan)
