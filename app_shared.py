@@ -95,23 +95,32 @@ def get_numpy_model(path: str | os.PathLike) -> NumpyModel:
     return _load_numpy_model(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+# Latents and metrics are shared by all sessions (``st.cache_resource``, not ``cache_data``:
+# no per-call copy, and no storage manager to look up while ``streamlit run`` imports this
+# module before its runtime exists). The arrays are made read-only so no page can change
+# what the others see.
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _read_latents(path: str, stamp: float) -> dict[str, Any]:
-    return rundir.read_latents(path)
+    latents = rundir.read_latents(path)
+    for array in latents.values():
+        array.flags.writeable = False
+    return latents
 
 
 def get_latents(path: str | os.PathLike) -> dict[str, Any]:
-    """``latents.npz`` of the run as a dict of numpy arrays (see ``training/rundir.py``)."""
+    """``latents.npz`` of the run as a dict of read-only numpy arrays (see
+    ``training/rundir.py``), shared by all sessions."""
     return _read_latents(str(path), file_stamp(path, rundir.LATENTS_FILE))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _read_metrics(path: str, stamp: float) -> list[dict[str, Any]]:
-    return rundir.read_metrics(path)
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _read_metrics(path: str, stamp: float) -> tuple[dict[str, Any], ...]:
+    return tuple(rundir.read_metrics(path))
 
 
-def get_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` of the run: one dict per finished epoch (nats per sample)."""
+def get_metrics(path: str | os.PathLike) -> tuple[dict[str, Any], ...]:
+    """``metrics.jsonl`` of the run: one dict per finished epoch (nats per sample), shared
+    by all sessions: read them, do not change them."""
     return _read_metrics(str(path), file_stamp(path, rundir.METRICS_FILE))
 
 
@@ -189,12 +198,16 @@ def freeze_gc_once() -> None:
 
 # --------------------------------------------------------------------------- warm-up
 
+@st.cache_resource(show_spinner=False)
 def warm_up() -> str | None:
     """The first page's slow, shareable work, done before anyone asks: load the newest run
     (the one a new session opens) into the process-wide caches above, and build each kind
     of Plotly figure the page shows once (Plotly imports a trace type's validators on first
     use). Returns the run's path, None when there is no openable run. Errors propagate;
-    the page reports them itself when it opens the run."""
+    the page reports them itself when it opens the run.
+
+    Cached: it runs once per process, and the loaders it calls, being nested in a cached
+    function, do not try to show their spinners (there is no page to show them on)."""
     entries = [e for e in list_runs(runs_dir()) if e.openable]
     if not entries:
         return None
