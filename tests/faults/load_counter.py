@@ -1,8 +1,10 @@
 """Counts model loads in a ``streamlit run`` server, for the many-sessions test.
 
 The test puts a ``sitecustomize.py`` that calls :func:`install` on the server's
-``PYTHONPATH``; every :func:`training.rundir.load_run` call (the model load) is then
-appended as one line to the file named by ``VAE_FAULT_LOAD_LOG``. The app is unchanged.
+``PYTHONPATH``; every model load (:func:`explorer.npmodel.load_numpy_model`, the main
+page's, and :func:`training.rundir.load_run`, the teaching pages') is then appended as one
+line to the file named by ``VAE_FAULT_LOAD_LOG``, with the loading thread's name. The app
+is unchanged.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from pathlib import Path
 
 
 def install() -> None:
+    from explorer import npmodel
     from training import rundir
 
-    real_load_run = rundir.load_run
     log = Path(os.environ["VAE_FAULT_LOAD_LOG"])
     lock = threading.Lock()
 
-    def counted_load_run(*args, **kwargs):
-        with lock, log.open("a") as fh:
-            fh.write(f"{time.time():.3f} {threading.current_thread().name} {args[0]}\n")
-        return real_load_run(*args, **kwargs)
+    def counted(real):
+        def load(*args, **kwargs):
+            with lock, log.open("a") as fh:
+                fh.write(f"{time.time():.3f} {threading.current_thread().name} {args[0]}\n")
+            return real(*args, **kwargs)
+        return load
 
-    rundir.load_run = counted_load_run
+    # before app_shared imports them by name (this runs at interpreter start)
+    npmodel.load_numpy_model = counted(npmodel.load_numpy_model)
+    rundir.load_run = counted(rundir.load_run)
