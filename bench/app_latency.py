@@ -78,6 +78,28 @@ st.image(np.kron(image, np.ones((8, 8))), caption="decoded", clamp=True)
 '''
 
 
+PLOTLY_FLOOR_APP = '''
+"""The cold-start floor of any Streamlit page with one Plotly chart (baseline for
+bench/app_latency.py): the run's 1,000 latent means as the same WebGL scatter, a title and
+one slider; no model, no torch, nothing cached."""
+import sys
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+with np.load(sys.argv[1] + "/latents.npz") as latents:
+    mu, labels = latents["mu"], latents["labels"]
+st.title("Plotly floor")
+st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
+st.plotly_chart(go.Figure(go.Scattergl(x=mu[:, 0], y=mu[:, 1], mode="markers",
+                                       marker=dict(color=labels))))
+'''
+PLOTLY_FLOOR_READY_JS = """() => !!(document.querySelector('h1')
+    && document.querySelector('.js-plotly-plot .main-svg')
+    && document.querySelector('[data-testid="stSlider"]'))
+    && !document.querySelector('[data-testid="stStatusWidget"]')"""
+
 # --------------------------------------------------------------------------- helpers
 
 def percentile(values: list[float], q: float) -> float:
@@ -407,13 +429,16 @@ PAGE_READY_JS = """() => !!(document.querySelector('h1')
     && document.querySelector('img[alt="decoded image"]')
     && document.querySelector('[data-testid="stMetric"]'))
     && !document.querySelector('[data-testid="stStatusWidget"]')"""
+DECODE_PANEL_JS = """() => !!(document.querySelector('[data-testid="stSlider"]')
+    && document.querySelector('img[alt="decoded image"]'))"""
 MINIMAL_READY_JS = """() => !!(document.querySelector('[data-testid="stSlider"]')
     && document.querySelector('[data-testid="stImage"] img'))
     && !document.querySelector('[data-testid="stStatusWidget"]')"""
 
 
 def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
-               script_args: list[str] | None = None) -> dict[str, Any]:
+               script_args: list[str] | None = None,
+               usable_js: str | None = None) -> dict[str, Any]:
     """Seconds from ``streamlit run`` (a new server process, nothing loaded) to the first
     page ready (``ready_js``), in two browsers:
 
@@ -423,7 +448,8 @@ def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
       usual case: a teacher's own browser, the port `streamlit run` always uses), so
       Chromium's HTTP and code caches hold the frontend; the server is still cold.
 
-    Each start is a new server process on the same port; medians over ``repeats``."""
+    Each start is a new server process on the same port; medians over ``repeats``. With
+    ``usable_js``, also the time until that holds (the decode panel: sliders and image)."""
     from explorer.server import free_port
 
     port = free_port()
@@ -440,8 +466,12 @@ def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
             server.start()
             healthy = time.perf_counter() - t0
             page.goto(server.url, wait_until="domcontentloaded")
+            times = {"healthy_s": healthy}
+            if usable_js:
+                page.wait_for_function(usable_js, timeout=120_000, polling=25)
+                times["usable_s"] = time.perf_counter() - t0
             page.wait_for_function(ready_js, timeout=120_000, polling=25)
-            return {"healthy_s": healthy, "ready_s": time.perf_counter() - t0}
+            return {**times, "ready_s": time.perf_counter() - t0}
         finally:
             page.close()
             server.stop()
@@ -469,6 +499,8 @@ def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
         out[name] = {"median_s": statistics.median(ready), "min_s": min(ready),
                      "max_s": max(ready), "runs_s": ready,
                      "healthy_median_s": statistics.median(r["healthy_s"] for r in runs)}
+        if usable_js:
+            out[name]["usable_median_s"] = statistics.median(r["usable_s"] for r in runs)
     return out
 
 
@@ -612,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(run_dir, runs_dir / run_dir.name)
         minimal = tmp / "minimal_app.py"
         minimal.write_text(textwrap.dedent(MINIMAL_APP))
+        plotly_floor = tmp / "plotly_floor_app.py"
+        plotly_floor.write_text(textwrap.dedent(PLOTLY_FLOOR_APP))
         load_before = os.getloadavg()
         results: dict[str, Any] = {}
         with sync_playwright() as pw:
@@ -640,12 +674,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.cold_repeats and "app" in args.variants:
                 print("measuring cold start: app ...", flush=True)
                 cold["app"] = cold_start("streamlit_app.py", runs_dir, pw, args.cold_repeats,
-                                         PAGE_READY_JS)
+                                         PAGE_READY_JS, usable_js=DECODE_PANEL_JS)
             if args.cold_repeats and "minimal" in args.variants:
                 print("measuring cold start: minimal ...", flush=True)
                 cold["minimal"] = cold_start(str(minimal), runs_dir, pw, args.cold_repeats,
                                              MINIMAL_READY_JS,
                                              script_args=[str(runs_dir / run_dir.name)])
+            if args.cold_repeats and "app" in args.variants:
+                print("measuring cold start: plotly floor ...", flush=True)
+                cold["plotly-floor"] = cold_start(str(plotly_floor), runs_dir, pw,
+                                                  args.cold_repeats, PLOTLY_FLOOR_READY_JS,
+                                                  script_args=[str(runs_dir / run_dir.name)])
         imports = import_seconds()
         breakdown = rerun_breakdown(runs_dir / run_dir.name)
         load_after = os.getloadavg()
@@ -711,16 +750,20 @@ def print_table(report: dict[str, Any]) -> None:
         print("\nCold start: `streamlit run` (new server process) -> first page ready (title, "
               "map drawn, sliders, decoded image, ELBO metrics, script finished), seconds; "
               "goal < 5 s")
-        header = (f"{'variant':<10} {'browser':<10} {'median':>7} {'min':>6} {'max':>6} "
-                  f"{'healthy':>8}")
+        header = (f"{'variant':<13} {'browser':<10} {'median':>7} {'min':>6} {'max':>6} "
+                  f"{'healthy':>8} {'decode panel':>13}")
         print(header)
         print("-" * len(header))
         for name, by_browser in report["cold_start"].items():
             for browser, c in by_browser.items():
-                print(f"{name:<10} {browser:<10} {c['median_s']:>7.2f} {c['min_s']:>6.2f} "
-                      f"{c['max_s']:>6.2f} {c['healthy_median_s']:>8.2f}")
+                usable = c.get("usable_median_s")
+                print(f"{name:<13} {browser:<10} {c['median_s']:>7.2f} {c['min_s']:>6.2f} "
+                      f"{c['max_s']:>6.2f} {c['healthy_median_s']:>8.2f} "
+                      f"{'' if usable is None else f'{usable:.2f}':>13}")
         print("(fresh: a new browser profile; returning: one that opened the app at this "
-              "address before. healthy: when the server first answered /_stcore/health.)")
+              "address before. healthy: when the server first answered /_stcore/health; "
+              "decode panel: sliders and decoded image drawn. plotly-floor: a page with only "
+              "a title, a slider and the same 1,000-point Plotly map, no model.)")
     if report.get("import_s"):
         print("\nImport cost in a fresh interpreter (median s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in report["import_s"].items()))

@@ -1,6 +1,7 @@
 """Group 8: many users at once. A freshly started ``streamlit run`` server on 127.0.0.1
-(its start-up warm-up still loading the run) gets 20 concurrent sessions over real websockets (``st_client.py`` speaks the browser's protobuf
-protocol), whose first runs overlap. Each session selects its own test point (half by
+(its start-up warm-up still loading the run) gets 20 concurrent sessions over real
+websockets (``st_client.py`` speaks the browser's protobuf protocol), whose first runs
+overlap. Each session selects its own test point (half by
 clicking it on the latent map, half by its index) and moves slider z0 to its own value.
 Checked: no exception or error box in any run of any session; each session shows its own
 selection and its own z (the "log p(z)" caption, computed here independently); the model
