@@ -2,10 +2,11 @@
 
 - the script runner's post-run garbage collection (``runner.postScriptGC``: a full
   ``gc.collect(2)`` after every rerun, i.e. after every slider move) in a process that has
-  what the app loads (torch, streamlit, plotly, pandas, the explorer, one run);
-- threads that fight: decoding one image (what a slider move computes) while a training job
-  runs in a subprocess, as the app's Train page starts it (``--threads 1``), and as a
-  careless one would (all cores).
+  what the main page loads (streamlit, plotly, the explorer, one run as a NumPy model), and
+  after a teaching page has also loaded torch and pandas;
+- threads that fight: decoding one image with the main page's NumPy model (what a slider
+  move computes) while a training job runs in a subprocess, as the app's Train page starts
+  it (``--threads 1``), and as a careless one would (all cores).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from bench.common import Row, summary
 
@@ -27,16 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 GC_PROBE = r"""
 import gc, json, sys, time, statistics
-import torch, streamlit, plotly.graph_objects, pandas, numpy
-import explorer  # the app's logic package
+import streamlit, plotly.graph_objects, numpy
+import app_shared, explorer.inference, explorer.live  # the main page's modules
+from explorer.npmodel import load_numpy_model
 from training import rundir
-from training.config import TrainConfig
-from training.trainer import train
-run = sys.argv[1]
-train(TrainConfig(dataset="digits", latent_dim=2, hidden_dim=64, hidden_layers=1, epochs=1,
-                  device="cpu", threads=1), run, log=lambda line: None, show_progress_bar=False)
-loaded = rundir.load_run(run)
+run, teaching = sys.argv[1], sys.argv[2] == "teaching"
+model = load_numpy_model(run)
 latents = rundir.read_latents(run)
+if teaching:  # a teaching page has been opened: torch, pandas and the torch model too
+    import pandas, torch
+    loaded = rundir.load_run(run)
 gc.collect()
 times = []
 for _ in range(15):
@@ -48,9 +49,27 @@ print(json.dumps({"median": statistics.median(times), "max": max(times), "object
 """
 
 
-def gc_cost() -> dict[str, Any]:
+def demo_sized_run(folder: str) -> str:
+    """A demo-sized model (2-D latent, 2x512, untrained) written as a run directory."""
+    from training import rundir
+    from training.config import TrainConfig
+    from training.model import VAE
+
+    config = TrainConfig(latent_dim=2, hidden_dim=512, hidden_layers=2)
+    model = VAE.from_config(config, (1, 28, 28))
+    rundir.write_config(folder, rundir.RunInfo(config=config, image_shape=(1, 28, 28),
+                                               class_names=[str(i) for i in range(10)]))
+    rundir.save_weights(Path(folder) / rundir.WEIGHTS_FILE, model.state_dict())
+    rng = np.random.default_rng(0)
+    rundir.write_latents(folder, {"mu": rng.standard_normal((1000, 2)).astype(np.float32),
+                                  "labels": rng.integers(0, 10, 1000)})
+    return folder
+
+
+def gc_cost(teaching: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-gc-") as tmp:
-        done = subprocess.run([sys.executable, "-c", GC_PROBE, f"{tmp}/run"], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-c", GC_PROBE, demo_sized_run(tmp),
+                               "teaching" if teaching else "main"], cwd=ROOT,
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
@@ -58,20 +77,21 @@ def gc_cost() -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def decode_latency(seconds: float = 4.0) -> dict[str, float]:
-    """Latency of decoding one latent vector with the demo-sized decoder (2-D, 2x512)."""
-    from training.model import VAE
+def decode_latency(run: str, seconds: float = 4.0) -> dict[str, float]:
+    """Latency of decoding one latent vector as the main page does (NumPy model of the
+    demo-sized decoder, 2-D, 2x512: ``explorer.inference.decode_mean``)."""
+    from explorer.inference import decode_mean
+    from explorer.npmodel import load_numpy_model
 
-    model = VAE((1, 28, 28), latent_dim=2, hidden_dim=512, hidden_layers=2).eval()
-    z = torch.zeros(1, 2)
+    model = load_numpy_model(run)
+    z = np.zeros(2, dtype=np.float32)
     times = []
     end = time.perf_counter() + seconds
-    with torch.no_grad():
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            torch.sigmoid(model.decode(z))
-            times.append(time.perf_counter() - start)
-            time.sleep(0.002)  # a slider sends a value every few milliseconds at most
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        decode_mean(model, z)
+        times.append(time.perf_counter() - start)
+        time.sleep(0.002)  # a slider sends a value every few milliseconds at most
     return summary(times[10:])
 
 
@@ -86,16 +106,17 @@ def _training_job(threads: int, out: str) -> subprocess.Popen:
 def measure() -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     raw: dict[str, Any] = {}
-    gc_stats = gc_cost()
-    raw["post_script_gc"] = gc_stats
-    rows.append(Row("app", "post-rerun gc.collect(2) (runner.postScriptGC)",
-                    1e3 * gc_stats["median"], "ms",
-                    f"per rerun, with torch + streamlit + plotly + the explorer loaded "
-                    f"({gc_stats['objects']:,} tracked objects); runner.postScriptGC=false "
-                    f"saves it"))
+    for teaching, label in ((False, "main page"), (True, "after a teaching page (+ torch)")):
+        gc_stats = gc_cost(teaching)
+        raw["post_script_gc" + ("_teaching" if teaching else "")] = gc_stats
+        rows.append(Row("app", f"post-rerun gc.collect(2) (runner.postScriptGC), {label}",
+                        1e3 * gc_stats["median"], "ms",
+                        f"per rerun ({gc_stats['objects']:,} tracked objects); "
+                        f"runner.postScriptGC=false saves it"))
 
-    torch.set_num_threads(1)  # the app decodes one image: one thread is plenty
-    idle = decode_latency()
+    demo = tempfile.TemporaryDirectory(prefix="bench-decode-")
+    run = demo_sized_run(demo.name)
+    idle = decode_latency(run)
     raw["decode_idle"] = idle
     results = {}
     for threads in (1, 2):
@@ -107,13 +128,14 @@ def measure() -> tuple[list[Row], dict[str, Any]]:
                     if job.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("the training job did not start")
                     time.sleep(0.2)
-                results[threads] = decode_latency()
+                results[threads] = decode_latency(run)
             finally:
                 job.terminate()
                 job.wait(timeout=30)
     raw["decode_during_training"] = results
+    demo.cleanup()
     rows.append(Row("app", "decode one image, idle", 1e3 * idle["median"], "ms",
-                    f"p90 {1e3 * idle['p90']:.2f} ms (2-D demo decoder, 1 thread)"))
+                    f"p90 {1e3 * idle['p90']:.2f} ms (2-D demo decoder, NumPy, as the app)"))
     for threads, label in ((1, "--threads 1 (the app's jobs)"), (2, "--threads 2 (all cores)")):
         stats = results[threads]
         rows.append(Row("app", f"decode one image, training {label} next to it",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,27 @@ def ellipse_xy(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0,
     return (center[0] + n_sigma * sigma[0] * np.cos(t), center[1] + n_sigma * sigma[1] * np.sin(t))
 
 
+def label_traces(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
+                 customdata: np.ndarray, hover: Callable[[str], str],
+                 opacity: float = 0.75) -> list[go.Scattergl]:
+    """Points (N, 2) as one WebGL scatter trace per class, in label order and colour (so
+    the legend toggles classes); ``customdata`` (N, ...) travels with each point and
+    ``hover(class name)`` gives each trace's hover template. The main page's map and the
+    lessons' maps both start from these."""
+    coords = np.asarray(coords, dtype=np.float32)
+    labels = np.asarray(labels)
+    customdata = np.asarray(customdata)
+    traces = []
+    for label in np.unique(labels):
+        mask = labels == label
+        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        traces.append(go.Scattergl(
+            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
+            marker=dict(size=5, color=class_colour(label), opacity=opacity),
+            customdata=customdata[mask], hovertemplate=hover(name)))
+    return traces
+
+
 OVERLAYS = ("sigma1", "sigma2", "selected", "decoder_z", "upload")  # traces' ``meta`` tags
 
 
@@ -136,21 +158,12 @@ def latent_map_base(coords: np.ndarray, labels: np.ndarray, class_names: list[st
     overlay traces, empty until :func:`update_map_overlays` fills them: building the
     1,000-point figure is the expensive part of a rerun (Plotly validates every property),
     so the app builds it once per run and map view and only moves the overlays."""
-    coords = np.asarray(coords, dtype=np.float32)
-    labels = np.asarray(labels)
-    index = np.arange(len(coords))
-    fig = go.Figure()
-    for label in np.unique(labels):
-        mask = labels == label
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        fig.add_trace(go.Scattergl(
-            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
-            marker=dict(size=5, color=class_colour(label), opacity=0.75),
-            customdata=np.column_stack([index[mask], recon[mask], kl[mask]]),
-            hovertemplate=(f"<b>label {name}</b><br>index %{{customdata[0]:.0f}}<br>"
-                           "reconstruction %{customdata[1]:.1f} nats<br>"
-                           "KL %{customdata[2]:.2f} nats<extra></extra>"),
-        ))
+    fig = go.Figure(label_traces(
+        coords, labels, class_names,
+        customdata=np.column_stack([np.arange(len(coords)), recon, kl]),
+        hover=lambda name: (f"<b>label {name}</b><br>index %{{customdata[0]:.0f}}<br>"
+                            "reconstruction %{customdata[1]:.1f} nats<br>"
+                            "KL %{customdata[2]:.2f} nats<extra></extra>")))
     for n_sigma, dash in ((1, "solid"), (2, "dot")):
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", hoverinfo="skip", showlegend=False,
                                  line=dict(color="black", width=1.5, dash=dash),

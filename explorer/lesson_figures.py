@@ -1,8 +1,8 @@
 """Plotly figures of the teaching pages: the latent map with lesson overlays (rings on
 chosen samples, the posterior's 1σ/2σ ellipses, extra markers, the prior's 95% circle).
 
-Kept separate from ``explorer/figures.py`` (the main page's map, tuned for live
-updates) so each page's figure can change without breaking the other.
+Both start from :func:`explorer.figures.label_traces` (one WebGL trace per class); the
+main page's map adds overlays tuned for live updates, these add the lessons' own.
 """
 
 from __future__ import annotations
@@ -13,21 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from scipy import stats
 
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
-           "#ff9da7", "#9c755f", "#bab0ac"]
-AXIS_TITLES = {"raw": ("z₀", "z₁"), "pca": ("PCA 1", "PCA 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
-
-
-def class_colour(label: int) -> str:
-    return PALETTE[int(label) % len(PALETTE)]
-
-
-def ellipse_xy(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0,
-               points: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Outline of the axis-aligned ellipse center ± n_sigma * sigma (diagonal posterior)."""
-    t = np.linspace(0.0, 2.0 * np.pi, points)
-    return (center[0] + n_sigma * sigma[0] * np.cos(t),
-            center[1] + n_sigma * sigma[1] * np.sin(t))
+from explorer.figures import AXIS_TITLES, ellipse_xy, label_traces
 
 
 def prior_circle_radius(level: float = 0.95) -> float:
@@ -45,16 +31,9 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     2σ, ``markers`` (dicts with x, y, name and optional symbol, colour, size) and the
     prior's 95% circle."""
     coords = np.asarray(coords, dtype=np.float32)
-    labels = np.asarray(labels)
-    fig = go.Figure()
-    for label in np.unique(labels):
-        mask = labels == label
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        fig.add_trace(go.Scattergl(
-            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
-            marker=dict(size=5, color=class_colour(label), opacity=0.7),
-            customdata=np.flatnonzero(mask),
-            hovertemplate=f"label {name}<br>index %{{customdata}}<extra></extra>"))
+    fig = go.Figure(label_traces(
+        coords, labels, class_names, customdata=np.arange(len(coords)), opacity=0.7,
+        hover=lambda name: f"label {name}<br>index %{{customdata}}<extra></extra>"))
     if prior_circle:
         r = prior_circle_radius()
         t = np.linspace(0, 2 * np.pi, 120)
