@@ -61,8 +61,11 @@ def demo_sized_run(folder: str) -> str:
                                                class_names=[str(i) for i in range(10)]))
     rundir.save_weights(Path(folder) / rundir.WEIGHTS_FILE, model.state_dict())
     rng = np.random.default_rng(0)
-    rundir.write_latents(folder, {"mu": rng.standard_normal((1000, 2)).astype(np.float32),
-                                  "labels": rng.integers(0, 10, 1000)})
+    mu = rng.standard_normal((1000, 2)).astype(np.float32)  # (N, D) like a test set's
+    rundir.write_latents(folder, {"mu": mu, "logvar": np.full_like(mu, -2.0),
+                                  "labels": rng.integers(0, 10, 1000), "pca": mu,
+                                  "recon": rng.uniform(80, 200, 1000),
+                                  "kl": rng.uniform(2, 9, 1000)})
     return folder
 
 
