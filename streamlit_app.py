@@ -416,8 +416,12 @@ def explorer_page(path: Path) -> None:
 
     if test_images is None and not images_error:
         test_images = load_images()
+    # on_change="rerun": Streamlit tracks which tab is open, so the curves' Plotly chart is
+    # only built and drawn once someone opens their tab (one chart fewer for the browser to
+    # render on the first page). The upload tab is always built: its uploader keeps the file.
     tab_elbo, tab_upload, tab_curves = st.tabs(
-        [f"ELBO of sample {selected}", "Your own image", "Training curves"])
+        [f"ELBO of sample {selected}", "Your own image", "Training curves"],
+        key="panel_tab", on_change="rerun")
     if test_images is None:
         tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: "
                          f"{images_error}")
@@ -438,7 +442,9 @@ def explorer_page(path: Path) -> None:
         else:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:
-        if metrics:
+        if metrics and not tab_curves.open:
+            st.caption("Loading the training curves…")
+        elif metrics:
             st.plotly_chart(app_shared.get_curves_figure(key),
                             key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "

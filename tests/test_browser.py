@@ -76,3 +76,23 @@ def test_page_loads_slider_drag_changes_image(server, page, tmp_path):
     shot = tmp_path / "app-main.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
+
+
+def test_training_curves_are_drawn_when_their_tab_opens(server, page):
+    """The curves tab is built lazily (``st.tabs(on_change="rerun")``): no chart for it on
+    the first page, a chart with all three panels once the tab is clicked, and the ELBO
+    panel back intact after returning to its tab."""
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator(DECODED).wait_for(state="visible", timeout=60_000)
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    charts.nth(1).wait_for(timeout=30_000)  # the map and the KL bars
+    assert charts.count() == 2
+    page.get_by_role("tab", name="Training curves").click()
+    page.get_by_text("Nats per sample, per epoch").wait_for(timeout=30_000)
+    charts.nth(2).wait_for(timeout=30_000)
+    curves = charts.nth(2).locator(".js-plotly-plot .main-svg").first
+    curves.wait_for(timeout=30_000)
+    assert page.get_by_text("−ELBO = recon + KL").count() >= 1  # the third panel's title
+    page.get_by_role("tab", name="ELBO of sample 0").click()
+    page.locator('[data-testid="stMetric"]').nth(2).wait_for(timeout=30_000)
+    assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
