@@ -6,7 +6,9 @@
   (``st.cache_resource``), for the teaching pages; :func:`get_numpy_model` — the same
   weights as a NumPy model for the main page, which never imports torch (its import is
   ~2.8 s of the 5 s cold-start budget); :func:`get_latents`, :func:`get_metrics` — the
-  run's arrays and training curves (``st.cache_data``); :func:`get_test_arrays` /
+  run's arrays (read-only) and training curves; :func:`get_live_decoder`,
+  :func:`get_curves_figure` — the decode panel's state and the curves figure, all shared by
+  every session (``st.cache_resource``); :func:`get_test_arrays` /
   :func:`get_test_images` — the test images the latents were computed from, as NumPy
   arrays / torch tensors (one copy in memory). Each cache is keyed by the file's
   modification time as well as the path (a parameter without a leading underscore, so
