@@ -263,17 +263,15 @@ def wait_image(page, media: bool, timeout: float = 120_000) -> None:
     page.locator(selector).first.wait_for(state="visible", timeout=timeout)
 
 
-def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 0,
-                 pause_s: float = 0.35) -> list[dict[str, Any]]:
-    """Press ArrowRight/ArrowLeft on a slider ``moves`` times, one move at a time, each
-    after the previous rerun finished; return per-move latencies."""
-    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').nth(key_index)
-    thumb.focus()
-    results, starts = [], []
-    for i in range(moves):
+def timed_reruns(page, log: FrameLog, act, count: int, timeout_s: float, settle_ms: int,
+                 media: bool) -> list[dict[str, Any]]:
+    """Call ``act(i)`` ``count`` times, each after the previous rerun finished (then
+    ``settle_ms`` more), and return each rerun's latencies from the websocket frames."""
+    starts = []
+    for i in range(count):
         n_sent = len(log.sent)
-        thumb.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft")
-        deadline = time.time() + 10
+        act(i)
+        deadline = time.time() + timeout_s
         while time.time() < deadline and not log.reruns_since(n_sent):
             page.wait_for_timeout(10)
         reruns = log.reruns_since(n_sent)
@@ -281,12 +279,13 @@ def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 
             continue
         starts.append(reruns[0])
         # wait for the rerun to finish, then let the page settle
-        deadline = time.time() + 10
+        deadline = time.time() + timeout_s
         while time.time() < deadline and not any(
                 r[1] == "script_finished" and r[0] >= reruns[0] for r in log.received):
             page.wait_for_timeout(10)
-        page.wait_for_timeout(int(pause_s * 1000))
+        page.wait_for_timeout(settle_ms)
     starts.append(float("inf"))
+    results = []
     for t0, t1 in zip(starts[:-1], starts[1:], strict=True):
         result = log.move_result(t0, t1, media)
         if result is not None:
@@ -294,31 +293,22 @@ def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 
     return results
 
 
+def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 0,
+                 pause_s: float = 0.35) -> list[dict[str, Any]]:
+    """Press ArrowRight/ArrowLeft on a slider ``moves`` times, one move at a time, each
+    after the previous rerun finished; return per-move latencies."""
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').nth(key_index)
+    thumb.focus()
+    return timed_reruns(
+        page, log, lambda i: thumb.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft"),
+        moves, timeout_s=10, settle_ms=int(pause_s * 1000), media=media)
+
+
 def click_reruns(page, log: FrameLog, clicks: int, button_text: str) -> list[dict[str, Any]]:
     """Whole-app reruns: click a (non-fragment) button ``clicks`` times."""
     button = page.get_by_role("button", name=button_text)
-    results, starts = [], []
-    for _ in range(clicks):
-        n_sent = len(log.sent)
-        button.click()
-        deadline = time.time() + 20
-        while time.time() < deadline and not log.reruns_since(n_sent):
-            page.wait_for_timeout(10)
-        reruns = log.reruns_since(n_sent)
-        if not reruns:
-            continue
-        starts.append(reruns[0])
-        deadline = time.time() + 20
-        while time.time() < deadline and not any(
-                r[1] == "script_finished" and r[0] >= reruns[0] for r in log.received):
-            page.wait_for_timeout(10)
-        page.wait_for_timeout(400)
-    starts.append(float("inf"))
-    for t0, t1 in zip(starts[:-1], starts[1:], strict=True):
-        result = log.move_result(t0, t1, media=False)
-        if result is not None:
-            results.append(result)
-    return results
+    return timed_reruns(page, log, lambda _i: button.click(), clicks, timeout_s=20,
+                        settle_ms=400, media=False)
 
 
 def take_screenshots(browser, url: str, path: Path, sample: int = 17, steps: int = 40) -> None:

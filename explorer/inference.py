@@ -90,10 +90,11 @@ def sample_terms(model: NumpyModel, x: np.ndarray, samples: int = 64,
     is exact. For an autoencoder z = mu and there is no KL."""
     x_b = np.asarray(x, dtype=np.float32).reshape(1, *model.image_shape)  # (1, C, H, W)
     mu, logvar = model.encode(x_b)  # (1, D), (1, D) | None
-    recon_image = sigmoid(model.decode(mu))  # (1, C, H, W)
+    logits_mu = model.decode(mu)  # (1, C, H, W)
+    recon_image = sigmoid(logits_mu)
     if logvar is None:
         samples = 1
-        nll = model.reconstruction_nll(model.decode(mu), x_b)  # (1,)
+        nll = model.reconstruction_nll(logits_mu, x_b)  # (1,)
         per_dim = np.zeros(model.latent_dim)
     else:
         eps = np.random.default_rng(seed).standard_normal((samples, model.latent_dim))  # (K, D)
@@ -114,12 +115,9 @@ def dimension_order(latents: dict[str, np.ndarray]) -> np.ndarray:
     """Latent dimensions, most informative first: by mean KL over the test set for a VAE
     (inactive, collapsed dimensions have KL ~ 0 and go last), by variance of mu for an
     autoencoder. Ties keep index order. Returns (D,) int indices."""
-    mu = np.asarray(latents["mu"], dtype=np.float64)  # (N, D)
-    if "logvar" in latents:
-        logvar = np.asarray(latents["logvar"], dtype=np.float64)
-        score = (-0.5 * (1.0 + logvar - mu**2 - np.exp(logvar))).mean(axis=0)  # (D,)
-    else:
-        score = mu.var(axis=0)
+    score = mean_kl_per_dim(latents)  # (D,)
+    if score is None:
+        score = np.asarray(latents["mu"], dtype=np.float64).var(axis=0)
     return np.argsort(-score, kind="stable")
 
 
@@ -127,9 +125,7 @@ def mean_kl_per_dim(latents: dict[str, np.ndarray]) -> np.ndarray | None:
     """Mean KL per latent dimension over the test set (D,), None for an autoencoder."""
     if "logvar" not in latents:
         return None
-    mu = np.asarray(latents["mu"], dtype=np.float64)
-    logvar = np.asarray(latents["logvar"], dtype=np.float64)
-    return (-0.5 * (1.0 + logvar - mu**2 - np.exp(logvar))).mean(axis=0)
+    return kl_per_dim(latents["mu"], latents["logvar"]).mean(axis=0)
 
 
 def slider_bounds(latents: dict[str, np.ndarray], is_vae: bool) -> tuple[np.ndarray, np.ndarray]:

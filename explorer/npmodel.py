@@ -176,8 +176,8 @@ def load_numpy_model(run_dir: str | os.PathLike) -> NumpyModel:
     if not run_dir.is_dir():
         raise RunDirError(run_dir, "run directory does not exist")
     info = read_config(run_dir)
-    tensors, _ = load_weights(run_dir / WEIGHTS_FILE, framework="np")
     source = run_dir / WEIGHTS_FILE
+    tensors, _ = load_weights(source, framework="np")
     c = info.config
     try:
         encoder = _layers(tensors, "encoder.body.")
