@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+import app_chart
 import app_shared
 from explorer import figures
 from explorer.inference import (
@@ -160,8 +161,8 @@ def latent_map(path: str, model: NumpyModel, latents: dict, projection: str,
     if upload is not None and upload.terms is not None:
         upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]
     fig = figures.update_map_overlays(cached[1], coords, selected, sigma, decoder_xy, upload_xy)
-    st.plotly_chart(fig, key="latent_map", on_select=lambda: select_from_map("latent_map"),
-                    selection_mode="points", config={"scrollZoom": True, "displaylogo": False})
+    app_chart.plotly_chart(fig, key="latent_map", config={"scrollZoom": True},
+                           on_select=lambda: select_from_map("latent_map"))
 
 
 # --------------------------------------------------------------------------- decode panel
@@ -315,8 +316,8 @@ def upload_section(model: NumpyModel, outcome: UploadOutcome | None, path: str,
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
     if terms.is_vae:
-        st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order, decoder.mean_kl),
-                        key="upload_kl")
+        app_chart.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
+                                                     decoder.mean_kl), key="upload_kl")
 
 
 # --------------------------------------------------------------------------- the page
@@ -437,8 +438,8 @@ def explorer_page(path: Path) -> None:
                        "sample")
             if terms.is_vae:
                 decoder = app_shared.get_live_decoder(key, projection)
-                st.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
-                                                      decoder.mean_kl), key="kl_bars")
+                app_chart.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
+                                                             decoder.mean_kl), key="kl_bars")
     with tab_upload:
         if test_images is not None:
             upload_section(model, upload, key, projection)
@@ -448,8 +449,7 @@ def explorer_page(path: Path) -> None:
         if metrics and not tab_curves.open:
             st.caption("Loading the training curves…")
         elif metrics:
-            st.plotly_chart(app_shared.get_curves_figure(key),
-                            key="curves")
+            app_chart.plotly_chart(app_shared.get_curves_figure(key), key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
                        "epoch's batches, test (dashed) measured after it.")
         else:

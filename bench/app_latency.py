@@ -95,6 +95,17 @@ st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
 st.plotly_chart(go.Figure(go.Scattergl(x=mu[:, 0], y=mu[:, 1], mode="markers",
                                        marker=dict(color=labels))))
 '''
+TRIVIAL_APP = '''
+"""The cold-start floor of any Streamlit page (baseline for bench/app_latency.py): a title
+and one slider."""
+import streamlit as st
+
+st.title("Trivial")
+st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
+'''
+TRIVIAL_READY_JS = """() => !!(document.querySelector('h1')
+    && document.querySelector('[data-testid="stSlider"]'))
+    && !document.querySelector('[data-testid="stStatusWidget"]')"""
 PLOTLY_FLOOR_READY_JS = """() => !!(document.querySelector('h1')
     && document.querySelector('.js-plotly-plot .main-svg')
     && document.querySelector('[data-testid="stSlider"]'))
@@ -413,8 +424,13 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
 # The first page is ready when everything above the fold is drawn and the script has
 # finished: the title, the latent map's Plotly plot, a latent slider, the decoded image,
 # the ELBO panel's metrics, and no "running" status widget.
+# The map is drawn in app_chart's iframe (the light plotly.js build), or in the page itself
+# when it goes through st.plotly_chart (WebGL maps of more than 2,000 points).
 PAGE_READY_JS = """() => !!(document.querySelector('h1')
-    && document.querySelector('.js-plotly-plot .main-svg')
+    && (document.querySelector('.js-plotly-plot .main-svg')
+        || [...document.querySelectorAll('iframe[title="app_chart.plotly_chart"]')].some(
+            f => f.contentDocument && f.contentDocument.querySelector(
+                '.js-plotly-plot .main-svg')))
     && document.querySelector('[data-testid="stSlider"]')
     && document.querySelector('img[alt="decoded image"]')
     && document.querySelector('[data-testid="stMetric"]'))
@@ -553,12 +569,9 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
     base = map_figure()
     curves = figures.training_curves_figure(metrics)
 
-    def map_overlays_json():  # what the app does per rerun: move overlays, serialise
-        import plotly.tools
-
+    def map_overlays_json():  # what the app does per rerun: move overlays, to JSON for
         figures.update_map_overlays(base, coords, 1, sigmas[0], coords[2], None)
-        fig = plotly.tools.return_figure_from_figure_or_data(base, validate_figure=True)
-        return pio.to_json(fig, validate=False)
+        return base.to_json()  # app_chart's component
 
     def map_json():
         return pio.to_json(map_figure(), validate=False)
@@ -590,7 +603,7 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
         "latent map: build go.Figure": med(map_figure),
         "latent map: build go.Figure + JSON": med(map_json),
         "latent map: as st.plotly_chart does it (build, to_dict, JSON)": med(map_streamlit),
-        "latent map: the app's way (cached figure, move overlays, to_dict, JSON)":
+        "latent map: the app's way (cached figure, move overlays, JSON)":
             med(map_overlays_json),
         "ELBO panel: 64-sample terms + 3 PNGs": med(terms_and_images),
         "KL bars: build go.Figure + JSON (per selected sample)": med(lambda: pio.to_json(
@@ -636,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         minimal.write_text(textwrap.dedent(MINIMAL_APP))
         plotly_floor = tmp / "plotly_floor_app.py"
         plotly_floor.write_text(textwrap.dedent(PLOTLY_FLOOR_APP))
+        trivial = tmp / "trivial_app.py"
+        trivial.write_text(textwrap.dedent(TRIVIAL_APP))
         load_before = os.getloadavg()
         results: dict[str, Any] = {}
         with sync_playwright() as pw:
@@ -675,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
                 cold["plotly-floor"] = cold_start(str(plotly_floor), runs_dir, pw,
                                                   args.cold_repeats, PLOTLY_FLOOR_READY_JS,
                                                   script_args=[str(runs_dir / run_dir.name)])
+                print("measuring cold start: trivial page ...", flush=True)
+                cold["trivial"] = cold_start(str(trivial), runs_dir, pw, args.cold_repeats,
+                                             TRIVIAL_READY_JS)
         imports = import_seconds()
         breakdown = rerun_breakdown(runs_dir / run_dir.name)
         load_after = os.getloadavg()
@@ -753,7 +771,9 @@ def print_table(report: dict[str, Any]) -> None:
         print("(fresh: a new browser profile; returning: one that opened the app at this "
               "address before. healthy: when the server first answered /_stcore/health; "
               "decode panel: sliders and decoded image drawn. plotly-floor: a page with only "
-              "a title, a slider and the same 1,000-point Plotly map, no model.)")
+              "a title, a slider and the same 1,000-point map through st.plotly_chart (the "
+              "full plotly.js; the app draws its charts with the light build, app_chart.py); "
+              "trivial: a title and a slider.)")
     if report.get("import_s"):
         print("\nImport cost in a fresh interpreter (median s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in report["import_s"].items()))

@@ -22,6 +22,9 @@ from plotly.subplots import make_subplots
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 AXIS_TITLES = {"raw": ("z₀", "z₁"), "pca": ("PCA 1", "PCA 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
+# Maps with more points than this are WebGL scatters; smaller ones are SVG, which draws a
+# few thousand points as fast and needs only the light plotly.js build (app_chart.py).
+WEBGL_MIN_POINTS = 2_000
 
 
 def class_colour(label: int) -> str:
@@ -128,19 +131,20 @@ def ellipse_xy(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0,
 
 def label_traces(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                  customdata: np.ndarray, hover: Callable[[str], str],
-                 opacity: float = 0.75) -> list[go.Scattergl]:
-    """Points (N, 2) as one WebGL scatter trace per class, in label order and colour (so
-    the legend toggles classes); ``customdata`` (N, ...) travels with each point and
-    ``hover(class name)`` gives each trace's hover template. The main page's map and the
-    lessons' maps both start from these."""
+                 opacity: float = 0.75) -> list[go.Scatter | go.Scattergl]:
+    """Points (N, 2) as one scatter trace per class, in label order and colour (so the
+    legend toggles classes): WebGL when N > ``WEBGL_MIN_POINTS``, else SVG. ``customdata``
+    (N, ...) travels with each point and ``hover(class name)`` gives each trace's hover
+    template. The main page's map and the lessons' maps both start from these."""
     coords = np.asarray(coords, dtype=np.float32)
     labels = np.asarray(labels)
     customdata = np.asarray(customdata)
+    scatter = go.Scattergl if len(coords) > WEBGL_MIN_POINTS else go.Scatter
     traces = []
     for label in np.unique(labels):
         mask = labels == label
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        traces.append(go.Scattergl(
+        traces.append(scatter(
             x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
             marker=dict(size=5, color=class_colour(label), opacity=opacity),
             customdata=customdata[mask], hovertemplate=hover(name)))
@@ -153,7 +157,7 @@ OVERLAYS = ("sigma1", "sigma2", "selected", "decoder_z", "upload")  # traces' ``
 def latent_map_base(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                     recon: np.ndarray, kl: np.ndarray, projection: str = "raw",
                     height: int = 520) -> go.Figure:
-    """The test set's latent means, one WebGL scatter trace per class (so the legend
+    """The test set's latent means, one scatter trace per class (so the legend
     toggles classes); each point's customdata is [index, recon, KL] (nats). Then five
     overlay traces, empty until :func:`update_map_overlays` fills them: building the
     1,000-point figure is the expensive part of a rerun (Plotly validates every property),
@@ -184,8 +188,8 @@ def latent_map_base(coords: np.ndarray, labels: np.ndarray, class_names: list[st
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10), dragmode="pan",
         legend=dict(title="label", itemsizing="constant"), uirevision=projection,
-        xaxis=dict(title=x_title, zeroline=projection == "raw"),
-        yaxis=dict(title=y_title, zeroline=projection == "raw",
+        xaxis=dict(title=x_title, zeroline=projection == "raw", zerolinecolor="#bbb"),
+        yaxis=dict(title=y_title, zeroline=projection == "raw", zerolinecolor="#bbb",
                    scaleanchor="x" if projection == "raw" else None),
         plot_bgcolor="white", clickmode="event+select",
     )
@@ -234,8 +238,9 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray, class_names: list[
 
 
 def selected_index(selection: Any) -> int | None:
-    """The test-set index of the first point in a Plotly selection event (Streamlit's
-    ``st.plotly_chart(on_select=...)`` state), or None when no data point is selected."""
+    """The test-set index of the first point in a Plotly selection event (the state of
+    ``st.plotly_chart(on_select=...)`` or of ``app_chart.plotly_chart``, which has the same
+    shape), or None when no data point is selected."""
     try:
         points = selection["selection"]["points"]
     except (KeyError, TypeError):

@@ -1,8 +1,9 @@
 """Plotly figures of the teaching pages: the latent map with lesson overlays (rings on
 chosen samples, the posterior's 1σ/2σ ellipses, extra markers, the prior's 95% circle).
 
-Both start from :func:`explorer.figures.label_traces` (one WebGL trace per class); the
-main page's map adds overlays tuned for live updates, these add the lessons' own.
+Both start from :func:`explorer.figures.label_traces` (one scatter trace per class, WebGL
+for large maps); the main page's map adds overlays tuned for live updates, these add the
+lessons' own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                ellipse: tuple[np.ndarray, np.ndarray] | None = None,
                markers: list[dict[str, Any]] | None = None, prior_circle: bool = False,
                height: int = 480, legend: bool = True) -> go.Figure:
-    """Test-set latent means (N, 2), one WebGL trace per class, plus overlays:
+    """Test-set latent means (N, 2), one trace per class, plus overlays:
     ``rings`` (indices to circle), ``ellipse`` (center (2,), sigma (2,)) drawn at 1σ and
     2σ, ``markers`` (dicts with x, y, name and optional symbol, colour, size) and the
     prior's 95% circle."""

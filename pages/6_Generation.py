@@ -42,7 +42,7 @@ def manifold_figure(run, latents, dims: tuple[int, int], n: int, span: float,
     fig.add_layout_image(dict(source=uri, xref="x", yref="y", x=-span - step / 2,
                               y=span + step / 2, sizex=2 * span + step, sizey=2 * span + step,
                               sizing="stretch", layer="below", opacity=1.0))
-    fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(type="scattergl"))
+    fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(mode="markers"))
     fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step],
                                  showgrid=False),
                       yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step],

@@ -39,6 +39,19 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def charts(at: AppTest) -> list[dict]:
+    """The page's Plotly figures in page order: drawn by the light build's component
+    (``app_chart``) or, for figures it cannot draw, by ``st.plotly_chart``."""
+    found = []
+    for element in at.get("component_instance") + at.get("plotly_chart"):
+        if element.type == "plotly_chart":
+            found.append(json.loads(element.proto.spec))
+        else:
+            assert element.proto.component_name == "app_chart.plotly_chart"
+            found.append(json.loads(json.loads(element.proto.json_args)["spec"]))
+    return found
+
+
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -68,7 +81,10 @@ def test_starts_on_a_tiny_run_without_exception(runs, monkeypatch):
     assert_clean(at)
     assert at.title[0].value == "VAE Latent Explorer"
     assert [s.key for s in at.slider] == ["z0", "z1"]
-    assert len(at.get("plotly_chart")) >= 2  # latent map + KL bars (+ curves)
+    figures = charts(at)
+    assert len(figures) == 2  # the latent map and the KL bars (the curves tab is lazy)
+    assert not at.get("plotly_chart")  # both drawn by the light build
+    assert {t["type"] for t in figures[0]["data"]} == {"scatter"}  # 100 points: SVG
     m = metrics(at)
     recon = float(m["reconstruction E_q[−log p(x|z)]"].split()[0])
     kl = float(m["KL(q(z|x) ‖ p(z))"].split()[0])
@@ -110,7 +126,7 @@ def test_selecting_a_sample_updates_the_elbo_panel(runs, monkeypatch):
     mu = read_latents(runs / "digits-vae-z2")["mu"][7]
     assert at.slider(key="z0").value == pytest.approx(mu[0], abs=0.006)
     # the map rings the new sample (its figure is reused, only the overlays move)
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = charts(at)[0]
     ring = next(t for t in spec["data"] if t.get("meta") == "selected")
     assert ring["x"][0] == pytest.approx(float(mu[0]), abs=1e-5)
     assert any(t.get("meta") == "sigma1" and len(t["x"]) > 0 for t in spec["data"])
@@ -204,3 +220,19 @@ def test_a_retrained_run_is_reread_not_served_stale(runs, tiny_run_z4, monkeypat
     at.run()
     assert_clean(at)
     assert sorted(s.key for s in at.slider) == ["z0", "z1", "z2", "z3"]
+
+
+def test_large_maps_fall_back_to_webgl_through_st_plotly_chart(runs, monkeypatch):
+    """A map over ``WEBGL_MIN_POINTS`` points is a WebGL scatter, which the light build
+    cannot draw: it goes through st.plotly_chart (with its on_select), the KL bars still
+    through the light build."""
+    from explorer import figures
+
+    monkeypatch.setattr(figures, "WEBGL_MIN_POINTS", 10)
+    at = start(runs, monkeypatch)
+    assert_clean(at)
+    (native,) = at.get("plotly_chart")
+    spec = json.loads(native.proto.spec)
+    assert "scattergl" in {t["type"] for t in spec["data"]}
+    assert native.proto.selection_mode  # clicking a point still selects it
+    assert len(at.get("component_instance")) == 1  # the KL bars

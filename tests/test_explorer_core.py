@@ -209,8 +209,8 @@ def test_latent_map_figure_and_selection_parsing():
     fig = figures.latent_map_figure(coords, labels, ["zero", "one"], np.array([10., 20., 30.]),
                                     np.array([1., 2., 3.]), selected=2,
                                     sigma=np.array([0.5, 0.25]), upload_xy=np.array([0.5, 0.5]))
-    scatter = [t for t in fig.data if t.type == "scattergl"]
-    assert [t.name for t in scatter] == ["zero", "one"]
+    scatter = [t for t in fig.data if t.meta is None]  # the classes; overlays are tagged
+    assert [(t.name, t.type) for t in scatter] == [("zero", "scatter"), ("one", "scatter")]
     np.testing.assert_array_equal(scatter[1].customdata[:, 0], [0, 2])  # global indices
     np.testing.assert_array_equal(scatter[1].customdata[:, 1], [10, 30])
     ellipses = [t for t in fig.data if t.type == "scatter" and t.mode == "lines"]
@@ -229,6 +229,17 @@ def test_latent_map_figure_and_selection_parsing():
     assert figures.selected_index(event) == 2
     assert figures.selected_index({"selection": {"points": []}}) is None
     assert figures.selected_index(None) is None
+
+
+def test_large_maps_are_webgl_small_ones_svg():
+    rng = np.random.default_rng(0)
+    for n, kind in ((figures.WEBGL_MIN_POINTS, "scatter"),
+                    (figures.WEBGL_MIN_POINTS + 1, "scattergl")):
+        coords = rng.normal(size=(n, 2)).astype(np.float32)
+        labels = np.arange(n) % 3
+        fig = figures.latent_map_base(coords, labels, ["a", "b", "c"], np.ones(n), np.ones(n))
+        assert {t.type for t in fig.data if t.meta is None} == {kind}
+        assert sum(len(t.x) for t in fig.data if t.meta is None) == n
 
 
 def test_elbo_latex_and_curves():

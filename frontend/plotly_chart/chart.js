@@ -1,0 +1,118 @@
+// A Plotly figure as a Streamlit component (components.v1, in an iframe), drawn with the
+// light plotly.js build in this folder (plotly-basic: scatter, bar, pie; 1.2 MB instead of
+// the 4.7 MB bundle st.plotly_chart loads, which a 2-core machine takes ~1.5 s to evaluate).
+// app_chart.py decides which figures come here. Protocol: Streamlit's component messages
+// (what streamlit-component-lib sends), written out so there is nothing to build:
+//   -> streamlit:componentReady, streamlit:setFrameHeight, streamlit:setComponentValue
+//   <- streamlit:render {args: {spec, template, config, height}}
+// A click on a point sends {selection: {points: [...], point_indices: [...], box: [],
+// lasso: []}, event: n}: the shape of st.plotly_chart's selection state, plus a counter so
+// that clicking the same point again is still news.
+(function () {
+  "use strict";
+  let pending = null;  // the newest render args, kept until plotly.js has loaded
+  let shownSpec = null;
+  let clicks = 0;
+  let listening = false;
+  let height = 0;
+
+  function send(type, extra) {
+    window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type: type }, extra),
+                              "*");
+  }
+
+  function setHeight(h) {
+    if (h !== height) { height = h; send("streamlit:setFrameHeight", { height: h }); }
+  }
+
+  function problem(text) {
+    const box = document.getElementById("problem");
+    box.textContent = text;
+    box.style.display = "block";
+    setHeight(box.offsetHeight + 4);
+  }
+
+  // The page's own font (Streamlit's), so the chart's text matches the text around it.
+  function borrowFonts() {
+    try {
+      const rules = [];
+      for (const sheet of window.parent.document.styleSheets) {
+        let list;
+        try { list = sheet.cssRules; } catch (e) { continue; }
+        const base = sheet.href || window.parent.location.href;
+        for (const rule of list) {
+          if (rule.type !== CSSRule.FONT_FACE_RULE) continue;
+          // url(...) in the rule is relative to its stylesheet, not to this document
+          rules.push(rule.cssText.replace(/url\(\s*(["']?)([^"')]+)\1\s*\)/g,
+            function (_, quote, url) { return 'url("' + new URL(url, base).href + '")'; }));
+        }
+      }
+      const style = document.createElement("style");
+      style.textContent = rules.join("\n");
+      document.head.appendChild(style);
+      const body = getComputedStyle(window.parent.document.body);
+      return { family: body.fontFamily, color: body.color };
+    } catch (e) {
+      return null;  // a cross-origin parent: keep plotly's defaults
+    }
+  }
+
+  // customdata from a base64 array arrives as a typed array, which JSON would turn into
+  // {"0": .., "1": ..}: send a plain list (or the scalar) instead
+  function plain(value) {
+    if (value === undefined) return null;
+    return ArrayBuffer.isView(value) ? Array.from(value) : value;
+  }
+
+  function selection(event) {
+    const points = (event && event.points ? event.points : []).map(function (p) {
+      return { curve_number: p.curveNumber, point_number: p.pointNumber,
+               point_index: p.pointIndex, x: p.x, y: p.y,
+               customdata: plain(p.customdata) };
+    });
+    return { points: points, point_indices: points.map(function (p) { return p.point_index; }),
+             box: [], lasso: [] };
+  }
+
+  function draw(args) {
+    if (args.spec === shownSpec) return;
+    shownSpec = args.spec;
+    const figure = JSON.parse(args.spec);
+    const layout = figure.layout || {};
+    // Streamlit's own template only holds placeholder colours its frontend fills in
+    if (args.template) layout.template = args.template;
+    const chart = document.getElementById("chart");
+    chart.style.height = args.height + "px";
+    if (page && !(layout.font && layout.font.family)) {
+      layout.font = Object.assign({ family: page.family, color: page.color }, layout.font);
+    }
+    Plotly.react(chart, figure.data || [], layout, args.config || {}).then(function () {
+      if (!listening) {
+        listening = true;
+        chart.on("plotly_click", function (event) {
+          clicks += 1;
+          send("streamlit:setComponentValue",
+               { value: { selection: selection(event), event: clicks }, dataType: "json" });
+        });
+      }
+    }, function (err) { problem("The chart could not be drawn: " + err); });
+  }
+
+  window.addEventListener("message", function (event) {
+    const data = event.data;
+    if (!data || data.type !== "streamlit:render") return;
+    const args = data.args || {};
+    setHeight(args.height);  // at once, so the page does not jump when the chart appears
+    if (window.Plotly) draw(args); else pending = args;
+  });
+
+  const page = borrowFonts();
+  const script = document.createElement("script");
+  script.src = "plotly-basic.min.js";
+  script.onload = function () { if (pending) { draw(pending); pending = null; } };
+  script.onerror = function () {
+    problem("The chart library (plotly-basic.min.js) could not be loaded from the server.");
+  };
+  document.head.appendChild(script);
+  send("streamlit:componentReady", { apiVersion: 1 });
+})();
