@@ -27,6 +27,7 @@ Streamlit; this module only adds caching and widgets.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -217,11 +218,19 @@ def warm_up() -> str | None:
     model, latents = get_numpy_model(path), get_latents(path)
     projection = available_projections(latents)[0]
     decoder = get_live_decoder(path, projection)
+    decoder.locator_css()  # drawn once per decoder
+    decoder.render(np.zeros(model.latent_dim, dtype=np.float32))  # imports PIL's PNG encoder
     figures.latent_map_base(map_coords(latents, projection), latents["labels"],
-                            model.info.class_names, latents["recon"], latents["kl"], projection)
+                            model.info.class_names, latents["recon"], latents["kl"],
+                            projection).to_json()
     figures.kl_bar_figure(np.zeros(model.latent_dim), decoder.order, decoder.mean_kl)
     get_curves_figure(path)
     get_test_arrays(path)
+    # Streamlit's first element in a process checks for a REPL with inspect.stack(), whose
+    # first call maps every loaded module to its file (~0.2 s here), and its components
+    # import pyarrow (0.1 s): pay for both now.
+    inspect.stack()
+    import pyarrow  # noqa: F401
     return path
 
 

@@ -4,7 +4,7 @@
 // app_chart.py decides which figures come here. Protocol: Streamlit's component messages
 // (what streamlit-component-lib sends), written out so there is nothing to build:
 //   -> streamlit:componentReady, streamlit:setFrameHeight, streamlit:setComponentValue
-//   <- streamlit:render {args: {spec, template, config, height}}
+//   <- streamlit:render {args: {spec, template, config, height}} (JSON strings, an int)
 // A click on a point sends {selection: {points: [...], point_indices: [...], box: [],
 // lasso: []}, event: n}: the shape of st.plotly_chart's selection state, plus a counter so
 // that clicking the same point again is still news.
@@ -80,13 +80,13 @@
     const figure = JSON.parse(args.spec);
     const layout = figure.layout || {};
     // Streamlit's own template only holds placeholder colours its frontend fills in
-    if (args.template) layout.template = args.template;
+    if (args.template) layout.template = JSON.parse(args.template);
     const chart = document.getElementById("chart");
     chart.style.height = args.height + "px";
     if (page && !(layout.font && layout.font.family)) {
       layout.font = Object.assign({ family: page.family, color: page.color }, layout.font);
     }
-    Plotly.react(chart, figure.data || [], layout, args.config || {}).then(function () {
+    Plotly.react(chart, figure.data || [], layout, JSON.parse(args.config || "{}")).then(function () {
       if (!listening) {
         listening = true;
         chart.on("plotly_click", function (event) {
