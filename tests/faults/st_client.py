@@ -110,14 +110,23 @@ class Session:
 
     async def select_point(self, run: RunResult, chart_key: str, point: dict) -> RunResult:
         """Click one point of the Plotly chart with widget key ``chart_key``: the selection
-        event the browser sends (``point``: x, y, curve_number, point_index, customdata)."""
-        charts = [c for c in run.of_type("plotly_chart") if c.id.endswith(f"-{chart_key}")]
-        if not charts:
-            raise AssertionError(f"no selectable chart with key {chart_key!r}")
+        event the browser sends (``point``: x, y, curve_number, point_index, customdata), as
+        ``st.plotly_chart`` sends it or as ``app_chart``'s component does (the same
+        selection plus a click counter, as a JSON widget value)."""
         selection = {"selection": {"points": [point], "point_indices": [point["point_index"]],
                                    "box": [], "lasso": []}}
-        self.widgets[charts[-1].id] = WidgetState(id=charts[-1].id,
-                                                  string_value=json.dumps(selection))
+        charts = [c for c in run.of_type("plotly_chart") if c.id.endswith(f"-{chart_key}")]
+        if charts:
+            self.widgets[charts[-1].id] = WidgetState(id=charts[-1].id,
+                                                      string_value=json.dumps(selection))
+            return await self.rerun()
+        light = [c for c in run.of_type("component_instance")
+                 if c.component_name == "app_chart.plotly_chart" and chart_key in c.id]
+        if not light:
+            raise AssertionError(f"no selectable chart with key {chart_key!r}")
+        self.clicks = getattr(self, "clicks", 0) + 1
+        self.widgets[light[-1].id] = WidgetState(
+            id=light[-1].id, json_value=json.dumps({**selection, "event": self.clicks}))
         return await self.rerun()
 
     async def set_number(self, run: RunResult, label: str, value: int) -> RunResult:
