@@ -55,6 +55,7 @@ class Session:
         self.url = f"ws://127.0.0.1:{port}/_stcore/stream"
         self.ws = None
         self.widgets: dict[str, WidgetState] = {}  # what the browser would send back
+        self.clicks = 0  # app_chart's click counter: each new click is a new event
 
     async def __aenter__(self) -> Session:
         self.ws = await websockets.connect(self.url, subprotocols=["streamlit"],
@@ -124,7 +125,7 @@ class Session:
                  if c.component_name == "app_chart.plotly_chart" and chart_key in c.id]
         if not light:
             raise AssertionError(f"no selectable chart with key {chart_key!r}")
-        self.clicks = getattr(self, "clicks", 0) + 1
+        self.clicks += 1
         self.widgets[light[-1].id] = WidgetState(
             id=light[-1].id, json_value=json.dumps({**selection, "event": self.clicks}))
         return await self.rerun()
