@@ -58,6 +58,9 @@ RUNS_ARG = "--runs-dir"
 DEFAULT_RUNS = "runs"
 RUN_KEY = "run_dir"  # st.session_state key holding the chosen run (a str path)
 _PICK_KEY = "_run_pick"  # the selectbox's own key (widget state is dropped between pages)
+# The tab icon, for every page. A local SVG, which Streamlit inlines as a data URI: a
+# ":material/...:" icon would make the browser fetch it from fonts.gstatic.com (offline here).
+FAVICON = str(Path(__file__).resolve().parent / "assets" / "favicon.svg")
 
 
 def runs_dir(argv: list[str] | None = None) -> Path:

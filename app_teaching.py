@@ -24,7 +24,7 @@ UNITS_NOTE = "All ELBO terms are in **nats per sample** (summed over pixels or l
 
 
 def page_header(title: str, intro: str) -> None:
-    st.set_page_config(page_title=f"{title} · VAE Latent Explorer", page_icon="🧭",
+    st.set_page_config(page_title=f"{title} · VAE Latent Explorer", page_icon=app_shared.FAVICON,
                        layout="wide")
     st.title(title)
     st.markdown(intro)

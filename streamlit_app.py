@@ -457,7 +457,7 @@ def explorer_page(path: Path) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="VAE Latent Explorer", page_icon=":material/explore:",
+    st.set_page_config(page_title="VAE Latent Explorer", page_icon=app_shared.FAVICON,
                        layout="wide")
     runs = app_shared.runs_dir()
     path = app_shared.pick_run()

@@ -70,6 +70,8 @@ def page():
 
 
 def test_page_loads_slider_drag_changes_image(server, page, tmp_path):
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
     page.goto(server.url, wait_until="domcontentloaded")
     image = page.locator(DECODED)
     image.wait_for(state="visible", timeout=60_000)
@@ -94,6 +96,12 @@ def test_page_loads_slider_drag_changes_image(server, page, tmp_path):
     page.wait_for_timeout(500)
     assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
     assert page.frame_locator(CHARTS).first.locator(DRAWN).count() >= 1  # the map
+    # the page works offline: every request goes to the app's own server (the tab icon is
+    # an inline SVG, not a Material Symbols icon from fonts.gstatic.com)
+    icon = page.locator('link[rel="shortcut icon"], link[rel="icon"]').first.get_attribute("href")
+    assert icon and icon.startswith("data:image/svg+xml"), icon
+    elsewhere = [u for u in urls if not u.startswith((server.url, "data:", "blob:"))]
+    assert not elsewhere, elsewhere
     shot = tmp_path / "app-main.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
