@@ -95,10 +95,10 @@ def show_image(png: bytes, caption: str, alt: str) -> None:
     if IMAGE_MODE == "media":
         st.image(png, caption=caption)
     else:
-        st.markdown(f'<figure style="margin:0"><img src="{figures.data_uri(png)}" alt="{alt}" '
-                    f'style="image-rendering:pixelated;max-width:100%"/>'
-                    f'<figcaption style="font-size:0.85rem;color:#666">{caption}</figcaption>'
-                    f'</figure>', unsafe_allow_html=True)
+        st.html(f'<figure style="margin:0"><img src="{figures.data_uri(png)}" alt="{alt}" '
+                f'style="image-rendering:pixelated;max-width:100%"/>'
+                f'<figcaption style="font-size:0.85rem;color:#666">{caption}</figcaption>'
+                f'</figure>')
 
 
 # --------------------------------------------------------------------------- no runs yet
@@ -189,8 +189,7 @@ def decode_panel(path: str, projection: str, selected: int) -> None:
     if IMAGE_MODE == "media":  # for bench/app_latency.py: the image as a media file
         st.image(frame.decoded_png, caption=note, width=224)
     else:
-        st.markdown(decoder.html(frame, PROJECTION_NAMES[projection], note),
-                    unsafe_allow_html=True)
+        st.html(decoder.html(frame, PROJECTION_NAMES[projection], note))
     shown, rest = decoder.visible()
 
     def slider(j: int) -> None:

@@ -28,7 +28,7 @@ def start(runs, monkeypatch) -> AppTest:
 
 
 def decoded_src(at: AppTest) -> str:
-    blocks = [m.value for m in at.markdown if 'alt="decoded image"' in m.value]
+    blocks = [h.value for h in at.html if 'alt="decoded image"' in h.value]
     assert len(blocks) == 1, "the decode panel's image is missing"
     match = re.search(r'alt="decoded image" src="(data:image/png;base64,[^"]+)"', blocks[0])
     assert match, blocks[0][:200]

@@ -2,7 +2,7 @@
 browser. It speaks the app's own protocol (protobuf ``BackMsg`` / ``ForwardMsg`` over
 ``/_stcore/stream``): run the script, then set widget values by label and rerun, and
 collects every element the server sends for each run (exceptions, error boxes, widgets,
-markdown), as a browser would render them.
+markdown and HTML blocks), as a browser would render them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class RunResult:
 
     def markdown(self) -> list[str]:
         return [m.body for m in self.of_type("markdown")]
+
+    def html(self) -> list[str]:
+        return [h.body for h in self.of_type("html")]
 
     def widget(self, kind: str, label: str):
         found = [w for w in self.of_type(kind) if w.label == label]

@@ -54,7 +54,7 @@ def server(tiny_run, tmp_path):
 
 
 def log_prior(run: RunResult) -> float:
-    text = " ".join(m for m in run.markdown() if "log p(z) =" in m)
+    text = " ".join(h for h in run.html() if "log p(z) =" in h)
     match = re.search(r"log p\(z\) = (-?[0-9.]+) nats", text)
     assert match, "the decode panel's log p(z) caption is missing"
     return float(match.group(1))
