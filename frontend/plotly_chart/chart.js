@@ -35,13 +35,18 @@
   // The page's own font (Streamlit's), so the chart's text matches the text around it.
   function borrowFonts() {
     try {
+      const body = getComputedStyle(window.parent.document.body);
+      const unquote = function (name) { return name.trim().replace(/^["']|["']$/g, ""); };
+      const families = new Set(body.fontFamily.split(",").map(unquote));
       const rules = [];
       for (const sheet of window.parent.document.styleSheets) {
         let list;
         try { list = sheet.cssRules; } catch (e) { continue; }
         const base = sheet.href || window.parent.location.href;
         for (const rule of list) {
-          if (rule.type !== CSSRule.FONT_FACE_RULE) continue;
+          // only the body's fonts: not KaTeX's or the icon font
+          if (rule.type !== CSSRule.FONT_FACE_RULE
+              || !families.has(unquote(rule.style.getPropertyValue("font-family")))) continue;
           // url(...) in the rule is relative to its stylesheet, not to this document
           rules.push(rule.cssText.replace(/url\(\s*(["']?)([^"')]+)\1\s*\)/g,
             function (_, quote, url) { return 'url("' + new URL(url, base).href + '")'; }));
@@ -50,7 +55,6 @@
       const style = document.createElement("style");
       style.textContent = rules.join("\n");
       document.head.appendChild(style);
-      const body = getComputedStyle(window.parent.document.body);
       return { family: body.fontFamily, color: body.color };
     } catch (e) {
       return null;  // a cross-origin parent: keep plotly's defaults
