@@ -701,8 +701,10 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "app_latency",
-        "what": "server-side round trip slider change -> new image, from the browser's "
-                "websocket frames (CDP timestamps); p90 goal 50 ms",
+        "what": "slider change -> new image over the websocket: as the browser's frames "
+                "show it (CDP timestamps, incl. its main thread) and as the server answers "
+                "the same frames replayed without a browser (the server-side round trip, "
+                "p90 goal 50 ms)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": load_after},
@@ -713,7 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start": cold,
         "import_s": imports,
         "goal_p90_ms": 50.0,
-        "goal_met": bool(results.get("app", {}).get("moves", {}).get("p90_ms", 1e9) <= 50.0),
+        "goal_met": bool(
+            results.get("app", {}).get("replayed_moves", {}).get("p90_ms", 1e9) <= 50.0),
+        "browser_seen_p90_within_goal": bool(
+            results.get("app", {}).get("moves", {}).get("p90_ms", 1e9) <= 50.0),
         "cold_start_goal_s": 5.0,
         "cold_start_met_returning": bool(
             cold.get("app", {}).get("returning", {}).get("median_s", 1e9) < 5.0),
@@ -729,9 +734,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(report: dict[str, Any]) -> None:
     machine = report["machine"]
-    print(f"\nSlider -> new image, server-side round trip over the websocket "
-          f"({report['moves']} moves; load average {machine['load_average_before'][0]:.1f} "
-          f"before, {machine['load_average_after'][0]:.1f} after, {machine['cpus']} CPUs)")
+    print(f"\nSlider -> new image over the websocket ({report['moves']} moves; load average "
+          f"{machine['load_average_before'][0]:.1f} before, "
+          f"{machine['load_average_after'][0]:.1f} after, {machine['cpus']} CPUs). Each variant's "
+          f"row: the browser's frame timestamps (incl. its main thread); 'replayed': the same "
+          f"frames from a Python client, the server-side round trip (goal: p90 <= 50 ms)")
     header = (f"{'variant':<16} {'median ms':>10} {'p90 ms':>8} {'finished ms':>12} "
               f"{'KB/move':>8} {'first image s':>13} {'RSS 1 MB':>9} {'RSS 10 MB':>10}")
     print(header)
