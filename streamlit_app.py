@@ -4,9 +4,10 @@ Run with ``streamlit run streamlit_app.py [-- --runs-dir PATH]``. UI only: the l
 lives in ``explorer/`` (unit tested without Streamlit), the caching and the run picker
 in ``app_shared.py``. The decode panel is an ``st.fragment``: moving a slider reruns
 only that panel (one decoder pass and two small PNGs), never the map or the ELBO panel.
-The page runs the model in NumPy (``explorer/npmodel.py``) and never imports torch; the
-``st.App`` at the bottom gives ``streamlit run`` a start-up hook that loads the newest run
-before the first browser connects.
+The page runs the model in NumPy (``explorer/npmodel.py``) and never imports torch, draws
+its charts through ``app_chart.py`` (a light plotly.js build), and the ``st.App`` at the
+bottom gives ``streamlit run`` a start-up hook that loads the newest run before the first
+browser connects.
 """
 
 from __future__ import annotations

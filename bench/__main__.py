@@ -144,7 +144,8 @@ def run_section(name: str, args: argparse.Namespace) -> tuple[list[Row], dict[st
         from bench import app_runtime
 
         rows, raw = app_runtime.measure()
-        more, payload = _app_latency_rows(timeout=420)
+        # 4 variants driven by a browser, then 4 pages x 2 browsers x 5 cold starts: ~7 min
+        more, payload = _app_latency_rows(timeout=900)
         return more + rows, {"runtime": raw, "app_latency": payload}
     if name == "gpu":
         if not torch.cuda.is_available():
