@@ -9,10 +9,11 @@ that folder is incomplete, or when the installed Plotly speaks another major ver
 plotly.js, it falls back to ``st.plotly_chart``.
 
 Why: ``st.plotly_chart`` makes the browser load Streamlit's full 4.7 MB plotly.js, which
-this 2-core machine's headless Chromium takes 1.5-1.8 s to evaluate and 0.5-0.65 s more to
-draw a 1,000-point WebGL scatter with: most of the gap between the page and its 5 s
+this 2-core machine's headless Chromium takes 1.8-2.2 s to evaluate and 0.5-0.63 s more
+to draw a 1,000-point WebGL scatter with: most of the gap between the page and its 5 s
 cold-start goal (``bench/app_latency.py`` measures both). The light build evaluates in
-0.4-0.6 s and draws the same map as SVG in ~0.3 s.
+0.33-0.53 s and draws the same map as SVG in 0.36-0.57 s (about what WebGL takes: the
+saving is the evaluation).
 
 A click on a point calls ``on_select`` with the chart's state in
 ``st.session_state[key]``: ``{"selection": {"points": [...], ...}, "event": n}``, the

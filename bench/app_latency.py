@@ -449,7 +449,7 @@ def cold_start(script: str, runs_dir: Path, pw, repeats: int, ready_js: str,
     page ready (``ready_js``), in two browsers:
 
     - ``fresh``: a new Chromium profile per start, nothing cached: the browser downloads,
-      compiles and runs Streamlit's whole frontend (the Plotly bundle alone is 4.6 MB);
+      compiles and runs Streamlit's whole frontend (the Plotly bundle alone is 4.7 MB);
     - ``returning``: one profile that has opened the app at this address before (the
       usual case: a teacher's own browser, the port `streamlit run` always uses), so
       Chromium's HTTP and code caches hold the frontend; the server is still cold.

@@ -1,6 +1,6 @@
 // A Plotly figure as a Streamlit component (components.v1, in an iframe), drawn with the
 // light plotly.js build in this folder (plotly-basic: scatter, bar, pie; 1.2 MB instead of
-// the 4.7 MB bundle st.plotly_chart loads, which a 2-core machine takes ~1.5 s to evaluate).
+// the 4.7 MB bundle st.plotly_chart loads, which a 2-core machine takes 1.8-2.2 s to evaluate).
 // app_chart.py decides which figures come here. Protocol: Streamlit's component messages
 // (what streamlit-component-lib sends), written out so there is nothing to build:
 //   -> streamlit:componentReady, streamlit:setFrameHeight, streamlit:setComponentValue
