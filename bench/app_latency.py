@@ -38,71 +38,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
 
-from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "bench" / "apps"  # the baseline pages measured beside the app
 
 RESULTS = ROOT / "bench" / "results" / "app_latency.json"
 DECODED_MARK = b'alt="decoded image"'
 
-MINIMAL_APP = '''
-"""Minimal one-slider decode app (baseline for bench/app_latency.py)."""
-import sys
-
-import numpy as np
-import streamlit as st
-import torch
-
-from training.rundir import load_run
 
 
-@st.cache_resource
-def model():
-    torch.set_num_threads(1)
-    return load_run(sys.argv[1]).model
-
-
-vae = model()
-z0 = st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
-z = torch.zeros(1, vae.latent_dim)
-z[0, 0] = z0
-with torch.no_grad():
-    image = torch.sigmoid(vae.decode(z))[0, 0].numpy()
-st.image(np.kron(image, np.ones((8, 8))), caption="decoded", clamp=True)
-'''
-
-
-PLOTLY_FLOOR_APP = '''
-"""The cold-start floor of any Streamlit page with one Plotly chart (baseline for
-bench/app_latency.py): the run's 1,000 latent means as the same WebGL scatter, a title and
-one slider; no model, no torch, nothing cached."""
-import sys
-
-import numpy as np
-import plotly.graph_objects as go
-import streamlit as st
-
-with np.load(sys.argv[1] + "/latents.npz") as latents:
-    mu, labels = latents["mu"], latents["labels"]
-st.title("Plotly floor")
-st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
-st.plotly_chart(go.Figure(go.Scattergl(x=mu[:, 0], y=mu[:, 1], mode="markers",
-                                       marker=dict(color=labels))))
-'''
-TRIVIAL_APP = '''
-"""The cold-start floor of any Streamlit page (baseline for bench/app_latency.py): a title
-and one slider."""
-import streamlit as st
-
-st.title("Trivial")
-st.slider("z0", -3.0, 3.0, 0.0, 0.01, key="z0")
-'''
 TRIVIAL_READY_JS = """() => !!(document.querySelector('h1')
     && document.querySelector('[data-testid="stSlider"]'))
     && !document.querySelector('[data-testid="stStatusWidget"]')"""
@@ -428,7 +377,7 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
 # when it goes through st.plotly_chart (WebGL maps of more than 2,000 points).
 PAGE_READY_JS = """() => !!(document.querySelector('h1')
     && (document.querySelector('.js-plotly-plot .main-svg')
-        || [...document.querySelectorAll('iframe[title="app_chart.plotly_chart"]')].some(
+        || [...document.querySelectorAll('iframe[title="app.chart.plotly_chart"]')].some(
             f => f.contentDocument && f.contentDocument.querySelector(
                 '.js-plotly-plot .main-svg')))
     && document.querySelector('[data-testid="stSlider"]')
@@ -645,12 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = tmp / "runs"
         runs_dir.mkdir()
         shutil.copytree(run_dir, runs_dir / run_dir.name)
-        minimal = tmp / "minimal_app.py"
-        minimal.write_text(textwrap.dedent(MINIMAL_APP))
-        plotly_floor = tmp / "plotly_floor_app.py"
-        plotly_floor.write_text(textwrap.dedent(PLOTLY_FLOOR_APP))
-        trivial = tmp / "trivial_app.py"
-        trivial.write_text(textwrap.dedent(TRIVIAL_APP))
+        minimal = APPS / "minimal_app.py"
+        plotly_floor = APPS / "plotly_floor_app.py"
+        trivial = APPS / "trivial_app.py"
         load_before = os.getloadavg()
         results: dict[str, Any] = {}
         with sync_playwright() as pw:

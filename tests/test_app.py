@@ -47,7 +47,7 @@ def charts(at: AppTest) -> list[dict]:
         if element.type == "plotly_chart":
             found.append(json.loads(element.proto.spec))
         else:
-            assert element.proto.component_name == "app_chart.plotly_chart"
+            assert element.proto.component_name == "app.chart.plotly_chart"
             found.append(json.loads(json.loads(element.proto.json_args)["spec"]))
     return found
 

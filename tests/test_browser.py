@@ -21,13 +21,13 @@ pytestmark = [
 
 DECODED = 'img[alt="decoded image"]'
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-CHARTS = 'iframe[title="app_chart.plotly_chart"]'  # the light plotly.js build's charts
+CHARTS = 'iframe[title="app.chart.plotly_chart"]'  # the light plotly.js build's charts
 DRAWN = ".js-plotly-plot .main-svg"
 # The point of the map to click: the one furthest from any other point or overlay, so
 # the click can only mean that sample; its test-set index and its centre in page pixels.
 LONELY_POINT_JS = """() => {
   const frame = [...document.querySelectorAll('iframe')].find(
-      f => f.title === 'app_chart.plotly_chart');
+      f => f.title === 'app.chart.plotly_chart');
   const box = frame.getBoundingClientRect();
   const points = [...frame.contentDocument.querySelectorAll('.scatterlayer path.point')]
     .map(el => { const r = el.getBoundingClientRect();
@@ -147,7 +147,7 @@ def test_clicking_a_point_on_the_map_selects_that_sample(server, page):
     # the ring overlay moved to the clicked point
     page.wait_for_function(
         """(i) => { const f = [...document.querySelectorAll('iframe')].find(
-                        f => f.title === 'app_chart.plotly_chart');
+                        f => f.title === 'app.chart.plotly_chart');
                     const gd = f.contentDocument.getElementById('chart');
                     const ring = gd.data.find(t => t.meta === 'selected');
                     return ring && ring.hovertemplate.includes('sample ' + i); }""",

@@ -18,7 +18,7 @@ from tests.conftest import make_run
 from training import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ROOT / "pages"
+PAGES = ROOT / "app" / "pages"
 TIMEOUT = 120
 
 
@@ -69,7 +69,7 @@ def image_bytes(at: AppTest) -> list[str]:
 
 
 def test_compare_page_contrasts_ae_and_vae(app):
-    at = app("1_Compare_AE_vs_VAE.py")
+    at = app("compare_ae_vs_vae.py")
     assert not at.exception, at.exception
     assert [s.value for s in at.selectbox] == ["digits-ae-z2", "digits-vae-z2"]
     assert len(at.get("plotly_chart")) == 2  # two latent maps
@@ -89,7 +89,7 @@ def test_compare_page_contrasts_ae_and_vae(app):
 
 
 def test_reparameterisation_page_moves_z_with_a_new_eps(app, tiny_run):
-    at = app("2_Reparameterisation.py", run="digits-vae-z2", sample_index=3)
+    at = app("reparameterisation.py", run="digits-vae-z2", sample_index=3)
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert list(table.columns)[:2] == ["μ", "σ"] and len(table) == 2
@@ -113,13 +113,13 @@ def test_reparameterisation_page_moves_z_with_a_new_eps(app, tiny_run):
 
 
 def test_reparameterisation_page_explains_an_autoencoder(app):
-    at = app("2_Reparameterisation.py", run="digits-ae-z2")
+    at = app("reparameterisation.py", run="digits-ae-z2")
     assert not at.exception
     assert "plain autoencoder" in at.info[0].value and not at.dataframe
 
 
 def test_elbo_page_shows_iwae_above_elbo(app):
-    at = app("3_ELBO_vs_log_p.py", run="digits-vae-z2", sample_index=0)
+    at = app("elbo_vs_log_p.py", run="digits-vae-z2", sample_index=0)
     assert not at.exception, at.exception
     at.select_slider(key="iwae_k").set_value(20)
     at.select_slider(key="iwae_n").set_value(100).run()
@@ -141,7 +141,7 @@ def test_elbo_page_shows_iwae_above_elbo(app):
 
 
 def test_health_page_counts_active_units_and_exports_summary(app, tiny_run_z4):
-    at = app("4_Latent_health.py", run="digits-vae-z4")
+    at = app("latent_health.py", run="digits-vae-z4")
     assert not at.exception, at.exception
     latents = rundir.read_latents(tiny_run_z4)
     model = rundir.load_run(tiny_run_z4).model
@@ -172,7 +172,7 @@ def test_health_page_warns_on_a_collapsed_run(app, teach_runs, tmp_path, monkeyp
         arrays["logvar"] = np.zeros_like(arrays["logvar"])
         rundir.write_latents(collapsed, arrays)
     try:
-        at = app("4_Latent_health.py", run=collapsed.name)
+        at = app("latent_health.py", run=collapsed.name)
         assert not at.exception, at.exception
         text = " ".join(w.value for w in at.warning)
         assert "Posterior collapse" in text and "Most latent dimensions are dead" in text
@@ -184,7 +184,7 @@ def test_health_page_warns_on_a_collapsed_run(app, teach_runs, tmp_path, monkeyp
 
 
 def test_beta_page_charts_rate_distortion_and_warmup(app, teach_runs):
-    at = app("5_Beta_and_warmup.py")
+    at = app("beta_and_warmup.py")
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert sorted(table["run"]) == ["digits-vae-z2", "digits-vae-z2-beta4", "digits-vae-z4"]
@@ -202,7 +202,7 @@ def test_beta_page_charts_rate_distortion_and_warmup(app, teach_runs):
 
 
 def test_generation_page_draws_grids_and_interpolations(app):
-    at = app("6_Generation.py", run="digits-vae-z4", sample_index=0)
+    at = app("generation.py", run="digits-vae-z4", sample_index=0)
     assert not at.exception, at.exception
     first = image_bytes(at)
     assert len(first) >= 4  # prior grid, interpolation inputs + rows, traversal grid
@@ -220,7 +220,7 @@ def test_generation_page_draws_grids_and_interpolations(app):
 
 
 def test_train_page_validates_the_form(app):
-    at = app("7_Train.py")
+    at = app("train.py")
     assert not at.exception, at.exception
     at.text_input(key="tf_name").set_value("bad name/..")
     at.number_input(key="tf_epochs").set_value(3)
@@ -236,7 +236,7 @@ def test_train_page_validates_the_form(app):
 
 
 def test_train_page_starts_and_follows_a_job(app, teach_runs):
-    at = app("7_Train.py")
+    at = app("train.py")
     at.selectbox(key="tf_dataset").set_value("digits")
     at.text_input(key="tf_name").set_value("from-the-form")
     at.number_input(key="tf_epochs").set_value(2)
@@ -253,8 +253,8 @@ def test_train_page_starts_and_follows_a_job(app, teach_runs):
     assert "finished: 2 epochs" in at.get("progress")[0].proto.text
 
 
-@pytest.mark.parametrize("page", ["2_Reparameterisation.py", "3_ELBO_vs_log_p.py",
-                                  "4_Latent_health.py", "6_Generation.py"])
+@pytest.mark.parametrize("page", ["reparameterisation.py", "elbo_vs_log_p.py",
+                                  "latent_health.py", "generation.py"])
 def test_pages_open_an_autoencoder_without_errors(app, page):
     at = app(page, run="digits-ae-z2")
     assert not at.exception, at.exception
@@ -268,6 +268,6 @@ def test_pages_say_when_there_are_no_runs(tmp_path, monkeypatch):
     for page in sorted(p.name for p in PAGES.glob("*.py")):
         at = AppTest.from_file(str(PAGES / page), default_timeout=TIMEOUT).run()
         assert not at.exception, (page, at.exception)
-        if page != "7_Train.py":
+        if page != "train.py":
             assert at.info and ("python -m training" in at.info[0].value
                                 or "No VAE run" in at.info[0].value), page

@@ -25,9 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from training import cli, rundir, trainer  # noqa: E402
+from training import cli, rundir, trainer
 
 
 def pause() -> None:

@@ -125,7 +125,7 @@ class Session:
                                                       string_value=json.dumps(selection))
             return await self.rerun()
         light = [c for c in run.of_type("component_instance")
-                 if c.component_name == "app_chart.plotly_chart" and chart_key in c.id]
+                 if c.component_name == "app.chart.plotly_chart" and chart_key in c.id]
         if not light:
             raise AssertionError(f"no selectable chart with key {chart_key!r}")
         self.clicks += 1

@@ -298,7 +298,7 @@ def test_corrupt_metrics_and_latents_are_explained_not_a_traceback(runs, monkeyp
     assert_works_on_good_run(at, runs)
 
 
-PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
+PAGES = sorted(p.name for p in (REPO / "app" / "pages").glob("*.py"))
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -318,7 +318,7 @@ def test_every_page_explains_a_damaged_run(page, runs, tiny_run_z4, monkeypatch)
     latents.write_bytes(latents.read_bytes()[:700])
 
     monkeypatch.setenv("VAE_RUNS_DIR", str(runs))
-    at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / "pages" / page), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     pickers = [s for s in at.selectbox if s.key == "_run_pick"]  # app_shared.pick_run

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-import app_shared
-import app_teaching as ui
+from app import shared as app_shared
+from app import teaching as ui
 from explorer.compare import comparable, rate_point, warmup_curve
 from explorer.runs import openable_runs
 from training import rundir

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-import app_shared
+from app import shared as app_shared
 from explorer import export
 from explorer.generation import tile
 from training import rundir

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import app_teaching as ui
+from app import teaching as ui
 from explorer.generation import reparam_draws
 from explorer.inference import available_projections, map_coords, place_on_map
 from explorer.lesson_figures import lesson_map

@@ -7,8 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-import app_shared
-import app_teaching as ui
+from app import shared as app_shared
+from app import teaching as ui
 from explorer.iwae import estimate_bounds, iwae_curve, sample_log_weights
 from explorer.runs import file_stamp
 from training import rundir

@@ -1,4 +1,4 @@
-"""Streamlit-layer helpers shared by ``streamlit_app.py`` and the pages in ``pages/``.
+"""Streamlit-layer helpers shared by every page: caches, the run picker, the start-up hook.
 
 - :func:`runs_dir` — where the runs live: ``--runs-dir PATH`` after ``--`` on the
   ``streamlit run`` command line, else the ``VAE_RUNS_DIR`` environment variable, else ``runs``.
@@ -18,7 +18,8 @@
   ``st.session_state["run_dir"]`` so every page shows the same run.
 - :func:`lifespan` — the server's start-up hook (``st.App`` in ``streamlit_app.py``):
   :func:`warm_up` loads the newest run into these caches in a background thread, so the
-  first browser to connect finds it ready.
+  first browser to connect finds it ready, then freezes the start-up heap
+  (:func:`freeze_gc_once`). Only a real server runs it; AppTest never does.
 
 The logic behind these lives in ``explorer/`` and ``training/`` and is tested without
 Streamlit; this module only adds caching and widgets.
@@ -190,8 +191,8 @@ def _frozen() -> list[bool]:
 
 
 def freeze_gc_once() -> None:
-    """``gc.freeze()`` once per process, after the first page is built: the tens of thousands
-    of long-lived objects Streamlit, plotly and pandas created are moved out of the collector's
+    """``gc.freeze()`` once per process, after the warm-up: the tens of thousands of
+    long-lived objects Streamlit, plotly and the model created are moved out of the collector's
     reach, so automatic collections stay short (the app also turns off Streamlit's
     ``runner.postScriptGC`` in ``.streamlit/config.toml``)."""
     import gc
@@ -242,6 +243,7 @@ def _warm_up_in_background() -> None:
         warm_up()
     except Exception as exc:  # the page shows the real error to the user who opens the run
         logging.getLogger(__name__).warning("warm-up skipped: %s", exc)
+    freeze_gc_once()
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,9 @@ import datetime as dt
 
 import streamlit as st
 
-import app_shared
-import app_teaching as ui
+from app import shared as app_shared
+from app import teaching as ui
+from app.navigation import explorer_page
 from explorer import figures
 from explorer.jobs import (
     FORM_DATASETS,
@@ -140,7 +141,7 @@ def progress_panel(runs: str) -> None:
                      icon=":material/check_circle:")
         if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
             st.session_state[app_shared.RUN_KEY] = job.run_dir
-            st.switch_page("streamlit_app.py")
+            st.switch_page(explorer_page())
     with st.expander("Command and log"):
         st.code(" ".join(job.argv[1:]), language="bash")
         st.code(status.log_tail or "(no output yet)")

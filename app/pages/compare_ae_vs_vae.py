@@ -7,8 +7,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-import app_shared
-import app_teaching as ui
+from app import shared as app_shared
+from app import teaching as ui
 from explorer.compare import prior_fit
 from explorer.generation import decode_images, prior_samples
 from explorer.inference import available_projections, map_coords

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import app_teaching as ui
+from app import teaching as ui
 from explorer.diagnostics import latent_health
 from explorer.export import image_png
 from explorer.generation import interpolate, manifold_grid, prior_samples, tile, traversal

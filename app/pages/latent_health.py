@@ -8,8 +8,8 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-import app_shared
-import app_teaching as ui
+from app import shared as app_shared
+from app import teaching as ui
 from explorer import export
 from explorer.diagnostics import ACTIVE_THRESHOLD, latent_health, reconstruction_spread
 from explorer.generation import decode_images
