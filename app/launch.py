@@ -1,0 +1,52 @@
+"""The ``vae-explorer`` command: serve the app with ``streamlit run streamlit_app.py``.
+
+``vae-explorer [--runs-dir PATH] [--port N] [--address HOST] [STREAMLIT OPTIONS...]``
+replaces itself with ``python -m streamlit run <streamlit_app.py> ... -- --runs-dir PATH``.
+The settings in ``.streamlit/config.toml`` beside ``streamlit_app.py`` apply (Streamlit
+reads the main script's folder), whatever the current folder is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+
+def app_script() -> Path:
+    """The installed ``streamlit_app.py`` (the page list), wherever the package lives."""
+    spec = importlib.util.find_spec("streamlit_app")
+    if spec is None or spec.origin is None:
+        raise SystemExit("vae-explorer: streamlit_app.py is not installed; reinstall the "
+                         "project with `pip install -e .` from its folder")
+    return Path(spec.origin)
+
+
+def build_command(argv: list[str] | None = None) -> list[str]:
+    """The ``streamlit run`` command line for these ``vae-explorer`` arguments."""
+    parser = argparse.ArgumentParser(
+        prog="vae-explorer", description="Serve the VAE Latent Explorer app in the browser.",
+        epilog="Other options are passed to `streamlit run` (e.g. --server.headless true).")
+    parser.add_argument("--runs-dir", default=os.environ.get("VAE_RUNS_DIR") or "runs",
+                        help="folder of run directories to explore (default: $VAE_RUNS_DIR "
+                             "or ./runs)")
+    parser.add_argument("--port", type=int, help="port to listen on (Streamlit's default 8501)")
+    parser.add_argument("--address", help="address to listen on (e.g. 127.0.0.1 for this "
+                                          "machine only, 0.0.0.0 for a classroom network)")
+    args, streamlit_args = parser.parse_known_args(argv)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        parser.error(f"--port must be between 1 and 65535, not {args.port}")
+    command = [sys.executable, "-m", "streamlit", "run", str(app_script())]
+    if args.port is not None:
+        command += ["--server.port", str(args.port)]
+    if args.address:
+        command += ["--server.address", args.address]
+    return command + streamlit_args + ["--", "--runs-dir", str(Path(args.runs_dir).resolve())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = build_command(argv)
+    os.execv(command[0], command)
+    return 0  # not reached: execv replaces this process
