@@ -12,13 +12,18 @@ Files (all written atomically: a temporary file in the same folder, fsync, then
                         and, for latent_dim > 2, ``tsne``.
 - ``train_state.pt``    model + optimizer + RNG states + epoch for ``--resume``; a plain
                         dict of tensors and numbers, loaded with ``weights_only=True``.
+- ``encoder.onnx``,     the model for readers without PyTorch (``training/export.py``),
+  ``decoder.onnx``      written with the final epoch (or by ``python -m training.export``);
+- ``onnx.json``         which weights (their SHA-256) they were exported from and each
+                        file's own SHA-256: stale or modified ONNX files are refused.
+                        ``model.safetensors`` stays the source of truth.
 
 Nothing here ever unpickles arbitrary objects: safetensors for weights, JSON for text,
 ``np.load(allow_pickle=False)`` and ``torch.load(weights_only=True)`` for the rest.
 
 PyTorch is imported by the functions that need it, not by this module: the app's main
-page reads config, metrics, latents and (as NumPy arrays) weights without it, because
-``import torch`` alone costs about 2.8 s of its 5 s cold-start budget.
+page reads config, metrics, latents, (as NumPy arrays) weights and the ONNX files without
+it, because ``import torch`` alone would eat most of its cold-start budget.
 """
 
 from __future__ import annotations
@@ -52,7 +57,12 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 LATENTS_FILE = "latents.npz"
 STATE_FILE = "train_state.pt"
-RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, LATENTS_FILE, STATE_FILE)
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, LATENTS_FILE, STATE_FILE)  # every epoch
+ONNX_ENCODER_FILE = "encoder.onnx"
+ONNX_DECODER_FILE = "decoder.onnx"
+ONNX_RECORD_FILE = "onnx.json"
+ONNX_FILES = (ONNX_ENCODER_FILE, ONNX_DECODER_FILE, ONNX_RECORD_FILE)  # the final epoch
+ONNX_FORMAT = "vae-latent-explorer/onnx"
 TMP_MARK = ".tmp-"  # temporary files are named .<final name>.tmp-<random>
 
 
@@ -429,6 +439,102 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
                                 f"(stored sha256 {expected[:12]}..., data hashes to "
                                 f"{actual[:12]}...)")
     return state
+
+
+# --------------------------------------------------------------------------- ONNX files
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_onnx(run_dir: str | os.PathLike, encoder: bytes, decoder: bytes, weights_sha: str,
+               details: dict[str, Any] | None = None) -> None:
+    """Write ``encoder.onnx``, ``decoder.onnx`` and ``onnx.json`` as one all-or-nothing
+    group. ``weights_sha`` is the ``weights_sha256`` of the weights they were exported from;
+    ``details`` (exporter, opset, epoch) is stored as it is."""
+    run_dir = Path(run_dir)
+    record = {
+        "format": ONNX_FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": weights_sha,
+        "files": {ONNX_ENCODER_FILE: {"sha256": file_sha256(encoder), "bytes": len(encoder)},
+                  ONNX_DECODER_FILE: {"sha256": file_sha256(decoder), "bytes": len(decoder)}},
+        **(details or {}),
+    }
+    with all_or_nothing():
+        atomic_write_bytes(run_dir / ONNX_ENCODER_FILE, encoder)
+        atomic_write_bytes(run_dir / ONNX_DECODER_FILE, decoder)
+        atomic_write_text(run_dir / ONNX_RECORD_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RunDirError(path, f"cannot be read: {describe_os_error(exc)}") from exc
+
+
+def _export_hint(run_dir: Path) -> str:
+    return f"run `python -m training.export {run_dir}`"
+
+
+def read_onnx_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``onnx.json``, checked for its shape only (not against any file). Raises
+    :class:`RunDirError` when the run has no ONNX files or the record is unreadable."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / name).is_file() for name in ONNX_FILES):
+        raise RunDirError(run_dir, f"this run has no {ONNX_ENCODER_FILE}/{ONNX_DECODER_FILE} "
+                                   f"(trained before ONNX export, or stopped before its last "
+                                   f"epoch): {_export_hint(run_dir)}")
+    path = run_dir / ONNX_RECORD_FILE
+    try:
+        record = json.loads(_read_bytes(path).decode("utf-8"))
+        files = record["files"]
+        for name in (ONNX_ENCODER_FILE, ONNX_DECODER_FILE):
+            if not isinstance(files[name]["sha256"], str):
+                raise TypeError(f"{name}'s sha256 is not a string")
+        if not isinstance(record["weights_sha256"], str):
+            raise TypeError("weights_sha256 is not a string")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunDirError(path, f"not a valid ONNX record (truncated or corrupt: "
+                                f"{type(exc).__name__}: {exc}): {_export_hint(run_dir)}") from exc
+    if record.get("format") != ONNX_FORMAT:
+        raise RunDirError(path, f"not an ONNX record written by this project: "
+                                f"{_export_hint(run_dir)}")
+    return record
+
+
+def read_onnx(run_dir: str | os.PathLike, weights_sha: str) -> tuple[bytes, bytes]:
+    """The bytes of ``encoder.onnx`` and ``decoder.onnx``, verified: both match the SHA-256
+    that ``onnx.json`` recorded, and were exported from the weights whose ``weights_sha256``
+    is ``weights_sha`` (those of ``model.safetensors``). Else :class:`RunDirError`, one line
+    saying what is wrong and how to re-export."""
+    run_dir = Path(run_dir)
+    record = read_onnx_record(run_dir)
+    if record["weights_sha256"] != weights_sha:
+        raise RunDirError(run_dir, f"{ONNX_ENCODER_FILE}/{ONNX_DECODER_FILE} are stale: exported "
+                                   f"from other weights (epoch {record.get('epoch', '?')}) than "
+                                   f"{WEIGHTS_FILE} now holds: {_export_hint(run_dir)}")
+    graphs = []
+    for name in (ONNX_ENCODER_FILE, ONNX_DECODER_FILE):
+        path = run_dir / name
+        data = _read_bytes(path)
+        expected = record["files"][name]["sha256"]
+        actual = file_sha256(data)
+        if actual != expected:
+            raise RunDirError(path, f"checksum mismatch: the file is corrupt or was modified "
+                                    f"({ONNX_RECORD_FILE} says sha256 {expected[:12]}..., the "
+                                    f"file hashes to {actual[:12]}...): {_export_hint(run_dir)}")
+        graphs.append(data)
+    return graphs[0], graphs[1]
+
+
+def onnx_problem(run_dir: str | os.PathLike, weights_sha: str) -> str | None:
+    """None when the run's ONNX files are present, intact and exported from the weights
+    with ``weights_sha``; else the reason they cannot be used."""
+    try:
+        read_onnx(run_dir, weights_sha)
+    except RunDirError as exc:
+        return exc.problem
+    return None
 
 
 # --------------------------------------------------------------------------- loading a run
