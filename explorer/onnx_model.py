@@ -1,0 +1,133 @@
+"""A trained run's model through ONNX Runtime: the app encodes, decodes and scores without
+PyTorch (``import torch`` would eat most of the main page's cold-start budget).
+
+:func:`load_onnx_model` opens a run's ``encoder.onnx`` and ``decoder.onnx`` (written by
+``training/export.py``) after checking that they are intact and were exported from the
+run's current ``model.safetensors`` (``onnx.json`` records both SHA-256s), and that their
+shapes are those ``config.json`` describes. :class:`OnnxModel` has the public surface of
+``explorer/npmodel.py``'s ``NumpyModel``; its log sigma^2 is clamped inside the graph
+exactly as in training. The ELBO terms in NumPy live in ``explorer/nploss.py``.
+
+Sessions run on the CPU with one intra-op and one inter-op thread: a web server holds
+many sessions, and these graphs are far too small to gain from a thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from explorer.nploss import reconstruction_nll
+from training.rundir import (
+    ONNX_DECODER_FILE,
+    ONNX_ENCODER_FILE,
+    WEIGHTS_FILE,
+    RunDirError,
+    RunInfo,
+    load_weights,
+    read_config,
+    read_onnx,
+)
+
+
+@dataclass(eq=False)
+class OnnxModel:
+    """The encoder and decoder of :class:`training.model.VAE` as ONNX Runtime sessions."""
+
+    info: RunInfo
+    encoder: ort.InferenceSession  # x (B, C, H, W) -> mu (B, D) [, logvar (B, D)]
+    decoder: ort.InferenceSession  # z (B, D) -> logits (B, C, H, W)
+    log_sigma: float  # Gaussian likelihood's pixel log-std (unused for Bernoulli)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.info.image_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return self.info.config.latent_dim
+
+    @property
+    def is_vae(self) -> bool:
+        return self.info.config.model == "vae"
+
+    @property
+    def arch(self) -> str:
+        return self.info.config.arch
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """x (B, C, H, W) -> mu (B, D), logvar (B, D) clamped as in training (None for an AE)."""
+        batch = np.ascontiguousarray(x, dtype=np.float32)  # (B, C, H, W)
+        outputs = self.encoder.run(None, {"x": batch})
+        mu = outputs[0]  # (B, D)
+        logvar = outputs[1] if len(outputs) > 1 else None  # (B, D)
+        return mu, logvar
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """z (B, D) -> logits (B, C, H, W)."""
+        codes = np.ascontiguousarray(z, dtype=np.float32)  # (B, D)
+        return self.decoder.run(None, {"z": codes})[0]  # (B, C, H, W)
+
+    def reconstruction_nll(self, logits: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """-log p(x|z) per sample in nats under the run's likelihood. Returns (B,)."""
+        return reconstruction_nll(logits, x, self.info.config.likelihood, self.log_sigma)
+
+
+def _session(graph: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: no per-session notices in the app's log
+    return ort.InferenceSession(graph, sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _check_shapes(info: RunInfo, encoder: ort.InferenceSession,
+                  decoder: ort.InferenceSession, run_dir: Path) -> None:
+    """The graphs' inputs and outputs are those config.json describes (the batch axis free)."""
+    image, latent = list(info.image_shape), [info.config.latent_dim]
+    expected = {
+        "encoder inputs": ([("x", image)], encoder.get_inputs()),
+        "encoder outputs": ([("mu", latent)] + ([("logvar", latent)]
+                                                if info.config.model == "vae" else []),
+                            encoder.get_outputs()),
+        "decoder inputs": ([("z", latent)], decoder.get_inputs()),
+        "decoder outputs": ([("logits", image)], decoder.get_outputs()),
+    }
+    for role, (want, have) in expected.items():
+        found = [(arg.name, list(arg.shape[1:])) for arg in have]
+        if found != want:
+            raise RunDirError(run_dir, f"the ONNX files do not match the model described in "
+                                       f"config.json (another architecture?): {role} are "
+                                       f"{found}, expected {want}; re-export with "
+                                       f"`python -m training.export {run_dir}`")
+
+
+def load_onnx_model(run_dir: str | os.PathLike) -> OnnxModel:
+    """Open a run for inference: ``config.json``, the verified ``model.safetensors`` (for its
+    SHA-256 and log sigma) and the ONNX files exported from exactly those weights.
+    Raises :class:`training.rundir.RunDirError` with a one-line message naming the file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(run_dir, "run directory does not exist")
+    info = read_config(run_dir)
+    tensors, meta = load_weights(run_dir / WEIGHTS_FILE, framework="np")
+    if "log_sigma" not in tensors:
+        raise RunDirError(run_dir / WEIGHTS_FILE, "weights do not match the model described in "
+                                                  "config.json (another architecture?): "
+                                                  "missing log_sigma")
+    encoder_graph, decoder_graph = read_onnx(run_dir, meta["weights_sha256"])
+    try:
+        encoder, decoder = _session(encoder_graph), _session(decoder_graph)
+    except Exception as exc:  # onnxruntime raises its own error types for invalid graphs
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunDirError(run_dir, f"{ONNX_ENCODER_FILE}/{ONNX_DECODER_FILE} cannot be opened by "
+                                   f"ONNX Runtime: {first_line}") from exc
+    _check_shapes(info, encoder, decoder, run_dir)
+    return OnnxModel(info=info, encoder=encoder, decoder=decoder,
+                     log_sigma=float(tensors["log_sigma"]))
