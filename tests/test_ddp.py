@@ -1,9 +1,10 @@
 """Multi-process training: ``torchrun``-style DistributedDataParallel on CPU with gloo.
 
 Two real processes run the unchanged CLI (``python -m torch.distributed.run``); rank 0
-alone writes the run directory, and ``VAE_DDP_DUMP_DIR`` makes each rank save its final
-weights so we can check that the replicas ended identical. A diverging run must stop on
-every rank with exit code 1 instead of leaving one rank waiting for the other.
+alone writes the run directory. For the first test each rank runs the CLI through a small
+driver that then saves the rank's final weights, so we can check that the replicas ended
+identical. A diverging run must stop on every rank with exit code 1 instead of leaving
+one rank waiting for the other.
 """
 
 from __future__ import annotations
@@ -24,23 +25,52 @@ TINY = ["--dataset", "digits", "--hidden-dim", "32", "--hidden-layers", "1", "--
         "3", "--batch-size", "64", "--device", "cpu", "--threads", "1", "--quiet"]
 
 
-def torchrun(args: list[str], env_extra: dict[str, str], timeout: float = 240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env_extra}
+# Each rank: the training CLI, then its model's final weights saved as <dump>/rank<r>.pt.
+# The model is caught where the trainer builds it (its VAE class, patched in this process).
+DUMP_DRIVER = """
+import os, sys
+from pathlib import Path
+import torch
+from training import cli, trainer
+
+class RecordedVAE(trainer.VAE):
+    built = []
+
+    @classmethod
+    def from_config(cls, config, image_shape):
+        model = super().from_config(config, image_shape)
+        cls.built.append(model)
+        return model
+
+trainer.VAE = RecordedVAE
+dump, argv = Path(sys.argv[1]), sys.argv[2:]
+code = cli.main(argv)
+dump.mkdir(parents=True, exist_ok=True)
+torch.save(RecordedVAE.built[-1].state_dict(), dump / f"rank{os.environ['RANK']}.pt")
+sys.exit(code)
+"""
+
+
+def torchrun(args: list[str], timeout: float = 240, script: Path | None = None):
+    """``python -m training ARGS`` (or ``python SCRIPT ARGS``) in two gloo processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
+    target = [str(script)] if script else ["-m", "training"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--standalone", "-m", "training", *args]
+               "--standalone", *target, *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
 def test_two_gloo_processes_write_one_complete_run_with_identical_replicas(tmp_path):
     out, dump = tmp_path / "run", tmp_path / "dump"
-    done = torchrun([*TINY, "--epochs", "2", "--out", str(out)],
-                    {"VAE_DDP_DUMP_DIR": str(dump)})
+    driver = tmp_path / "dump_driver.py"
+    driver.write_text(DUMP_DRIVER)
+    done = torchrun([str(dump), *TINY, "--epochs", "2", "--out", str(out)], script=driver)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    # the run directory is complete, written once, by rank 0
-    assert set(rundir.RUN_FILES) <= {p.name for p in out.iterdir()}
+    # the run directory is complete, written once, by rank 0, with its ONNX files
+    assert set(rundir.RUN_FILES + rundir.ONNX_FILES) <= {p.name for p in out.iterdir()}
     assert not rundir.leftover_temp_files(out)
     info = rundir.read_config(out)
     assert info.status == "complete" and info.epochs_completed == 2
@@ -52,8 +82,10 @@ def test_two_gloo_processes_write_one_complete_run_with_identical_replicas(tmp_p
     rank1 = torch.load(dump / "rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    saved = rundir.load_run(out).model.state_dict()
+    loaded = rundir.load_run(out)
+    saved = loaded.model.state_dict()
     assert all(torch.equal(saved[k], rank0[k]) for k in rank0)
+    assert rundir.onnx_problem(out, loaded.weights_meta["weights_sha256"]) is None
 
     # each replica took one step per batch of its half of the data (DistributedSampler):
     # 1,438 training images / 2 ranks / batch 64 = 12 steps per epoch, not 23
@@ -64,8 +96,7 @@ def test_two_gloo_processes_write_one_complete_run_with_identical_replicas(tmp_p
 
 def test_a_diverging_ddp_run_stops_on_every_rank_and_names_the_checkpoint(tmp_path):
     out = tmp_path / "run"
-    done = torchrun([*TINY, "--epochs", "3", "--lr", "1e30", "--out", str(out)], {},
-                    timeout=240)
+    done = torchrun([*TINY, "--epochs", "3", "--lr", "1e30", "--out", str(out)], timeout=240)
     assert done.returncode != 0
     text = done.stdout + done.stderr
     assert text.count("training diverged") >= 2, text[-3000:]  # both ranks said so

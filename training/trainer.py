@@ -1,7 +1,10 @@
 """The training loop: in-memory batches, Adam, per-epoch evaluation, atomic checkpoints.
 
 :func:`train` takes a :class:`TrainConfig` and a run directory and leaves a complete run
-directory behind (see ``training/rundir.py``). It also:
+directory behind (see ``training/rundir.py``), the final epoch's save including the ONNX
+files (``training/export.py``). Its steps: :func:`setup_distributed`,
+:func:`restore_checkpoint` (``--resume``), the epochs of :class:`EpochLoop` (train, check,
+evaluate and save each epoch), :func:`teardown_distributed`. It also:
 
 - resumes from ``train_state.pt`` (model, optimizer, RNG and shuffling states), so a
   resumed CPU run reproduces the uninterrupted one;
@@ -10,9 +13,7 @@ directory behind (see ``training/rundir.py``). It also:
 - stops on a NaN / Inf loss, naming the last good checkpoint;
 - runs unchanged under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on
   CUDA), a DistributedSampler with ``set_epoch``, and only rank 0 writing files; ranks
-  agree on every stop (signal, non-finite loss), and meet at a barrier before exit. With
-  ``VAE_DDP_DUMP_DIR`` set, each rank also saves its final weights there as ``rank<r>.pt``
-  (a testing aid: ``tests/test_ddp.py`` checks the replicas are identical).
+  agree on every stop (signal, non-finite loss), and meet at a barrier before exit.
 """
 
 from __future__ import annotations
@@ -217,9 +218,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     """Adam over the model's parameters: the one optimizer of :func:`train` (and of the
     benchmarks, which time the same code path).
 
-    Fused Adam (one kernel over all parameters) on CPU and CUDA: on the CPU it cuts a
-    784-400-20 training step by about a quarter against the default per-tensor ``foreach``
-    Adam (``bench/throughput.py``); the same update rule. Falls back where unsupported."""
+    Fused Adam (one kernel over all parameters) on CPU and CUDA: the same update rule as
+    the default per-tensor ``foreach`` Adam, in fewer kernel launches; ``bench/throughput.py``
+    measures the difference. Falls back where unsupported."""
     params = list(model.parameters())
     device_type = params[0].device.type if params else "cpu"
     if device_type in ("cpu", "cuda"):
@@ -282,7 +283,7 @@ def train_epoch(train_model: nn.Module, model: VAE, optimizer: torch.optim.Optim
             group["lr"] = lr
         beta = beta_at(progress_epochs, config.beta, config.kl_warmup)
         idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-        xb = train_x.index_select(0, idx)  # (B, C, H, W); twice as fast as train_x[idx]
+        xb = train_x.index_select(0, idx)  # (B, C, H, W); faster than train_x[idx]
         logits, mu, logvar = train_model(xb)
         terms = elbo_terms(logits, xb, mu, logvar, config.likelihood, beta,
                            config.free_bits, model.log_sigma)
@@ -313,7 +314,295 @@ def train_epoch(train_model: nn.Module, model: VAE, optimizer: torch.optim.Optim
     return EpochResult(sums.cpu().double(), lr, n_batches)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- train()'s steps
+
+def setup_distributed(config: TrainConfig) -> tuple[DistInfo, torch.device, bool]:
+    """Pick the device, join the ``torchrun`` process group when there is one, and set the
+    CPU threads (split between ranks). Returns (dist, device, owns_group): ``owns_group``
+    when this call started the group, and so must end it."""
+    dist = dist_info_from_env()
+    owns_group = False
+    device = resolve_device(config.device)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
+        owns_group = not tdist.is_initialized()
+        if owns_group:
+            tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cpu":
+        threads = config.threads or default_threads()
+        if dist.enabled:
+            threads = max(1, threads // dist.world_size)
+        torch.set_num_threads(threads)
+    return dist, device, owns_group
+
+
+def teardown_distributed(dist: DistInfo, owns_group: bool) -> None:
+    """Wait for every rank (rank 0 may still be writing the final epoch and its t-SNE and
+    ONNX files), then leave the process group if :func:`setup_distributed` started it."""
+    if not dist.enabled:
+        return
+    import torch.distributed as tdist
+
+    tdist.barrier()
+    if owns_group:
+        tdist.destroy_process_group()
+
+
+def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer,
+                       shuffle_gen: torch.Generator, device: torch.device
+                       ) -> tuple[int, list[dict[str, Any]]]:
+    """``--resume``: load model, optimizer and RNG states from ``train_state.pt``. Returns
+    the epoch it holds and the metrics rows up to that epoch."""
+    state = rundir.load_train_state(run_dir)
+    rundir.load_state_into(model, state["model"], run_dir / rundir.STATE_FILE)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_torch"])
+    shuffle_gen.set_state(state["rng_shuffle"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    start_epoch = int(state["epoch"])
+    metrics = [m for m in rundir.read_metrics(run_dir) if m.get("epoch", 0) <= start_epoch]
+    return start_epoch, metrics
+
+
+def new_run_info(config: TrainConfig, data: DataSplit, run_dir: Path, start_epoch: int,
+                 resume: bool) -> rundir.RunInfo:
+    """``config.json``'s contents as training starts (a resumed run keeps its creation time)."""
+    info = rundir.RunInfo(
+        config=config, image_shape=data.image_shape, class_names=data.class_names,
+        num_train=len(data.train_x), num_test=len(data.test_x), status="training",
+        epochs_completed=start_epoch, versions=rundir.versions(),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        argv=rundir.command_line(),
+    )
+    if resume:
+        with contextlib.suppress(rundir.RunDirError):
+            info.created = rundir.read_config(run_dir).created or info.created
+    return info
+
+
+def wrap_for_ddp(model: VAE, n_train: int, config: TrainConfig, dist: DistInfo,
+                 device: torch.device) -> tuple[nn.Module, Any]:
+    """The module the training step calls (``model`` or its DistributedDataParallel wrapper)
+    and, under DDP, the DistributedSampler that splits the epoch's order between ranks."""
+    if not dist.enabled:
+        return model, None
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data.distributed import DistributedSampler
+
+    # the only buffer (the fixed log-sigma) never changes: no broadcast per forward; a
+    # learned sigma unused by the bernoulli likelihood gets no gradient: tell DDP so
+    no_buffer_sync = ({"forward_sync_buffers": False}  # torch >= 2.15's name
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel)
+                      .parameters else {"broadcast_buffers": False})
+    train_model = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=config.learn_sigma and config.likelihood != "gaussian",
+        **no_buffer_sync)
+    sampler = DistributedSampler(range(n_train), num_replicas=dist.world_size,
+                                 rank=dist.rank, shuffle=True, seed=config.seed)
+    return train_model, sampler
+
+
+def export_onnx_or_warn(model: VAE, run_dir: Path) -> Any:
+    """``training.export.export_graphs(model)``, or None after a one-line warning on stderr
+    when the export fails: the epoch's weights, the source of truth, are saved regardless,
+    and ``python -m training.export`` can retry."""
+    from training.export import export_graphs
+
+    try:
+        return export_graphs(model)
+    except Exception as exc:  # the exporter's error types vary; training must not be lost
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(f"warning: ONNX export failed ({type(exc).__name__}: {first_line}); the weights "
+              f"are saved; retry with `python -m training.export {run_dir}`",
+              file=sys.stderr, flush=True)
+        return None
+
+
+@dataclass
+class EpochLoop:
+    """The epochs of one :func:`train` call: train, check, evaluate and save, stop cleanly.
+
+    Every rank runs :meth:`run`; only rank 0 (``dist.is_main``) evaluates and writes."""
+
+    config: TrainConfig
+    run_dir: Path
+    data: DataSplit
+    dist: DistInfo
+    device: torch.device
+    owns_group: bool
+    model: VAE
+    train_model: nn.Module  # model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    sampler: Any  # DistributedSampler under DDP, else None
+    info: rundir.RunInfo
+    metrics: list[dict[str, Any]]
+    log: Callable[[str], None]
+    progress: Callable[[dict[str, Any]], None] | None
+    show_progress_bar: bool
+    last_good: Path | None  # the newest weights on disk
+    flag: StopFlag = field(default_factory=StopFlag)
+
+    def __post_init__(self) -> None:
+        self.train_x = self.data.train_x.to(self.device)  # in memory: batches are slices
+        # host syncs: every batch on the CPU alone (free there, and exact about where a loss
+        # went non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue
+        # full) or under DDP
+        self.sync_every = SYNC_EVERY if (self.device.type != "cpu" or self.dist.enabled) else 1
+
+    def run(self, first_epoch: int) -> None:
+        with stop_on_signals(self.flag):
+            for epoch in range(first_epoch, self.config.epochs + 1):
+                t0 = time.perf_counter()
+                done, n_seen = self.train_one_epoch(epoch)
+                self.check_epoch(epoch, done)
+                if self.dist.is_main:
+                    self.save_epoch(epoch, done, n_seen, t0)
+                self.agree_on_stop(epoch)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This rank's sample indices for ``epoch``, shuffled. (N,) on the device."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            return torch.tensor(list(self.sampler), device=self.device)
+        return torch.randperm(len(self.train_x), generator=self.shuffle_gen).to(self.device)
+
+    def train_one_epoch(self, epoch: int) -> tuple[EpochResult, int]:
+        """One pass of :func:`train_epoch` (with a progress bar on a terminal). Returns what
+        it did and how many samples it was given."""
+        self.model.train()
+        order = self.epoch_order(epoch)  # (N,)
+        bar = None
+        if self.show_progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=math.ceil(len(order) / self.config.batch_size),
+                       desc=f"epoch {epoch}/{self.config.epochs}", leave=False)
+        done = train_epoch(self.train_model, self.model, self.optimizer, self.train_x, order,
+                           self.config, epoch, stop_requested=lambda: self.flag.signum,
+                           on_batch=bar.update if bar is not None else None,
+                           sync_every=self.sync_every, dist_enabled=self.dist.enabled)
+        if bar is not None:
+            bar.close()
+        return done, len(order)
+
+    def check_epoch(self, epoch: int, done: EpochResult) -> None:
+        """Raise :class:`TrainingStopped` when the epoch diverged, was stopped by a signal,
+        or left non-finite weights; the last finished epoch stays on disk as it was."""
+        if done.diverged:
+            good = (f"the last good checkpoint is {self.last_good} (epoch {epoch - 1})"
+                    if self.last_good else "no epoch finished, so there is no checkpoint")
+            raise self.stopped(f"training diverged: the loss became {done.diverged} "
+                               f"(learning rate too high, or bad data?); {good}", 1)
+        if done.stop_signum:
+            self.flag.signum = self.flag.signum or done.stop_signum
+            name = signal.Signals(self.flag.signum).name
+            kept = (f"the last finished epoch ({epoch - 1}) is kept in {self.run_dir}"
+                    if self.last_good else "no epoch had finished, so nothing was saved")
+            raise self.stopped(f"{name} received during epoch {epoch}: stopped; {kept}; "
+                               f"continue with --resume {self.run_dir}", self.flag.exit_code)
+        if not _finite_weights(self.model):
+            raise self.stopped(f"training diverged: non-finite weights after epoch {epoch}; "
+                               f"the last good checkpoint is {self.last_good}", 1)
+
+    def save_epoch(self, epoch: int, done: EpochResult, n_seen: int, t0: float) -> None:
+        """Rank 0: evaluate on the test set, then write the epoch's files as one
+        all-or-nothing group; the final epoch's group also holds the ONNX files."""
+        config, run_dir = self.config, self.run_dir
+        result = evaluate(self.model, self.data.test_x, config, self.device,
+                          config.seed + EVAL_SEED_OFFSET)
+        train_recon, train_kl, train_obj = (done.sums / n_seen).tolist()
+        row = {
+            "epoch": epoch,
+            "train_recon": train_recon, "train_kl": train_kl,
+            "train_loss": train_recon + train_kl, "train_objective": train_obj,
+            "test_recon": float(result.recon.mean()), "test_kl": float(result.kl.mean()),
+            "test_loss": float(result.recon.mean() + result.kl.mean()),
+            "kl_per_dim": [float(v) for v in result.kl_per_dim],
+            "active_units": result.active_units,
+            "beta": beta_at(epoch, config.beta, config.kl_warmup), "lr": done.lr,
+            "seconds": time.perf_counter() - t0,
+        }
+        self.metrics.append(row)
+        final = epoch == config.epochs
+        tensors = self.model.state_dict()
+        arrays = latent_arrays(result, self.data.test_y, config, with_tsne=final and config.tsne)
+        state = {"epoch": epoch, "model": tensors, "optimizer": self.optimizer.state_dict(),
+                 "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle_gen.get_state()}
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        onnx_graphs = export_onnx_or_warn(self.model, run_dir) if final else None
+        self.info.epochs_completed = epoch
+        self.info.status = "complete" if final else "training"
+        with rundir.all_or_nothing():  # disk full: the previous epoch stays, whole
+            weights_sha = rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
+                                              {"epoch": str(epoch), "model": config.model})
+            rundir.write_latents(run_dir, arrays)
+            rundir.write_metrics(run_dir, self.metrics)
+            rundir.save_train_state(run_dir, state)
+            rundir.write_config(run_dir, self.info)
+            if onnx_graphs is not None:
+                from training.export import write_graphs
+
+                write_graphs(run_dir, onnx_graphs, weights_sha, epoch)
+        self.last_good = run_dir / rundir.WEIGHTS_FILE
+        self.log(f"epoch {epoch:3d}/{config.epochs}  train recon {train_recon:7.2f} "
+                 f"kl {train_kl:6.2f} -elbo {train_recon + train_kl:7.2f} | test recon "
+                 f"{row['test_recon']:7.2f} kl {row['test_kl']:6.2f} -elbo "
+                 f"{row['test_loss']:7.2f} nats/sample | active {row['active_units']}/"
+                 f"{config.latent_dim} | {row['seconds']:.1f}s")
+        if self.progress is not None:
+            self.progress(row)
+
+    def agree_on_stop(self, epoch: int) -> None:
+        """After the epoch is saved: every rank stops after the same epoch, or none does."""
+        if self.dist.enabled:
+            self.flag.signum = int(_all_max(torch.tensor([float(self.flag.signum)]),
+                                            self.device)[0])
+            self.last_good = self.run_dir / rundir.WEIGHTS_FILE  # rank 0 saved it
+        if self.flag.signum:  # arrived during evaluation or the save: the epoch is on disk
+            name = signal.Signals(self.flag.signum).name
+            raise self.stopped(f"{name} received after epoch {epoch} was saved; continue "
+                               f"with --resume {self.run_dir}", self.flag.exit_code)
+
+    def stopped(self, message: str, code: int) -> TrainingStopped:
+        """Record why the run stopped in config.json (rank 0) and leave the process group
+        (all ranks agreed to stop here, see :func:`train_epoch`)."""
+        if self.dist.is_main:
+            self.info.status = "interrupted" if code != 1 else "failed"
+            self.info.message = message
+            with contextlib.suppress(OSError):
+                rundir.write_config(self.run_dir, self.info)
+        if self.dist.enabled and self.owns_group:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+        return TrainingStopped(message, code)
+
+
+def finish_complete_run(model: VAE, run_dir: Path, info: rundir.RunInfo) -> None:
+    """A resumed run that already had all its epochs: mark it complete, and export its
+    ONNX files if they are missing or stale (the model holds the saved epoch's weights)."""
+    info.status = "complete"
+    rundir.write_config(run_dir, info)
+    weights_sha = rundir.weights_sha256(model.state_dict())
+    if rundir.onnx_problem(run_dir, weights_sha) is not None:
+        onnx_graphs = export_onnx_or_warn(model, run_dir)
+        if onnx_graphs is not None:
+            from training.export import write_graphs
+
+            write_graphs(run_dir, onnx_graphs, weights_sha, info.epochs_completed)
+
+
+# --------------------------------------------------------------------------- train()
 
 @dataclass
 class TrainResult:
@@ -334,26 +623,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     non-finite loss, after the last good epoch is safely on disk.
     """
     config.validate()
-    dist = dist_info_from_env()
-    owns_group = False  # did train() start the process group (and so must end it)?
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
-    device = resolve_device(config.device)
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        if device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-            torch.cuda.set_device(device)
-        owns_group = not tdist.is_initialized()
-        if owns_group:
-            tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cpu":
-        threads = config.threads or default_threads()
-        if dist.enabled:
-            threads = max(1, threads // dist.world_size)
-        torch.set_num_threads(threads)
-
+    dist, device, owns_group = setup_distributed(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.download, config.image_size,
                             config.channels, config.split_seed, config.test_fraction)
@@ -362,177 +634,28 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     optimizer = make_optimizer(model, config)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
-    metrics: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch, metrics = 0, []
     if resume:
-        state = rundir.load_train_state(run_dir)
-        rundir.load_state_into(model, state["model"], run_dir / rundir.STATE_FILE)
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_torch"])
-        shuffle_gen.set_state(state["rng_shuffle"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        start_epoch = int(state["epoch"])
-        metrics = [m for m in rundir.read_metrics(run_dir) if m.get("epoch", 0) <= start_epoch]
+        start_epoch, metrics = restore_checkpoint(run_dir, model, optimizer, shuffle_gen, device)
         if start_epoch >= config.epochs:
             log(f"resume: {run_dir} already has {start_epoch} epochs (asked for {config.epochs})")
-
-    info = rundir.RunInfo(
-        config=config, image_shape=data.image_shape, class_names=data.class_names,
-        num_train=len(data.train_x), num_test=len(data.test_x), status="training",
-        epochs_completed=start_epoch, versions=rundir.versions(),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        argv=rundir.command_line(),
-    )
-    if resume:
-        with contextlib.suppress(rundir.RunDirError):
-            info.created = rundir.read_config(run_dir).created or info.created
+    info = new_run_info(config, data, run_dir, start_epoch, resume)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, info)
 
-    train_model: nn.Module = model
-    sampler = None
-    if dist.enabled:
-        import inspect
-
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
-
-        # the only buffer (the fixed log-sigma) never changes: no broadcast per forward; a
-        # learned sigma unused by the bernoulli likelihood gets no gradient: tell DDP so
-        no_buffer_sync = ({"forward_sync_buffers": False}  # torch >= 2.15's name
-                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel)
-                          .parameters else {"broadcast_buffers": False})
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.learn_sigma and config.likelihood != "gaussian",
-            **no_buffer_sync)
-        sampler = DistributedSampler(range(len(data.train_x)), num_replicas=dist.world_size,
-                                     rank=dist.rank, shuffle=True, seed=config.seed)
-
-    train_x = data.train_x.to(device)  # in memory (on the device): batches are index slices
-    # host syncs: every batch on the CPU alone (free there, and exact about where a loss went
-    # non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue full) or DDP
-    sync_every = SYNC_EVERY if (device.type != "cpu" or dist.enabled) else 1
-    n_train = len(train_x)
+    train_model, sampler = wrap_for_ddp(model, len(data.train_x), config, dist, device)
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty() and dist.is_main
-    flag = StopFlag()
-    last_good = run_dir / rundir.WEIGHTS_FILE if start_epoch > 0 else None
+    loop = EpochLoop(
+        config=config, run_dir=run_dir, data=data, dist=dist, device=device,
+        owns_group=owns_group, model=model, train_model=train_model, optimizer=optimizer,
+        shuffle_gen=shuffle_gen, sampler=sampler, info=info, metrics=metrics, log=log,
+        progress=progress, show_progress_bar=show_progress_bar,
+        last_good=run_dir / rundir.WEIGHTS_FILE if start_epoch > 0 else None)
+    loop.run(first_epoch=start_epoch + 1)
 
-    def stopped(message: str, code: int) -> TrainingStopped:
-        if dist.is_main:
-            info.status = "interrupted" if code != 1 else "failed"
-            info.message = message
-            with contextlib.suppress(OSError):
-                rundir.write_config(run_dir, info)
-        if dist.enabled and owns_group:  # all ranks agreed to stop here (see train_epoch)
-            import torch.distributed as tdist
-
-            tdist.destroy_process_group()
-        return TrainingStopped(message, code)
-
-    with stop_on_signals(flag):
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-                order = torch.tensor(list(sampler), device=device)
-            else:
-                order = torch.randperm(n_train, generator=shuffle_gen).to(device)
-            n_batches = math.ceil(len(order) / config.batch_size)
-            bar = None
-            if show_progress_bar:
-                from tqdm import tqdm
-
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{config.epochs}", leave=False)
-            done = train_epoch(train_model, model, optimizer, train_x, order, config, epoch,
-                               stop_requested=lambda: flag.signum,
-                               on_batch=bar.update if bar is not None else None,
-                               sync_every=sync_every, dist_enabled=dist.enabled)
-            if bar is not None:
-                bar.close()
-            sums, lr = done.sums, done.lr
-            if done.diverged:
-                good = (f"the last good checkpoint is {last_good} (epoch {epoch - 1})"
-                        if last_good else "no epoch finished, so there is no checkpoint")
-                raise stopped(f"training diverged: the loss became {done.diverged} "
-                              f"(learning rate too high, or bad data?); {good}", 1)
-            if done.stop_signum:
-                flag.signum = flag.signum or done.stop_signum
-                name = signal.Signals(flag.signum).name
-                kept = (f"the last finished epoch ({epoch - 1}) is kept in {run_dir}"
-                        if last_good else "no epoch had finished, so nothing was saved")
-                raise stopped(f"{name} received during epoch {epoch}: stopped; {kept}; "
-                              f"continue with --resume {run_dir}", flag.exit_code)
-            if not _finite_weights(model):
-                raise stopped(f"training diverged: non-finite weights after epoch {epoch}; "
-                              f"the last good checkpoint is {last_good}", 1)
-
-            if dist.is_main:
-                n_seen = len(order)
-                result = evaluate(model, data.test_x, config, device,
-                                  config.seed + EVAL_SEED_OFFSET)
-                train_recon, train_kl, train_obj = (sums / n_seen).tolist()
-                row = {
-                    "epoch": epoch,
-                    "train_recon": train_recon, "train_kl": train_kl,
-                    "train_loss": train_recon + train_kl, "train_objective": train_obj,
-                    "test_recon": float(result.recon.mean()), "test_kl": float(result.kl.mean()),
-                    "test_loss": float(result.recon.mean() + result.kl.mean()),
-                    "kl_per_dim": [float(v) for v in result.kl_per_dim],
-                    "active_units": result.active_units,
-                    "beta": beta_at(epoch, config.beta, config.kl_warmup), "lr": lr,
-                    "seconds": time.perf_counter() - t0,
-                }
-                metrics.append(row)
-                final = epoch == config.epochs
-                tensors = model.state_dict()
-                arrays = latent_arrays(result, data.test_y, config,
-                                       with_tsne=final and config.tsne)
-                state = {"epoch": epoch, "model": tensors, "optimizer": optimizer.state_dict(),
-                         "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle_gen.get_state()}
-                if device.type == "cuda":
-                    state["rng_cuda"] = torch.cuda.get_rng_state(device)
-                info.epochs_completed = epoch
-                info.status = "complete" if final else "training"
-                with rundir.all_or_nothing():  # disk full: the previous epoch stays, whole
-                    rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
-                                        {"epoch": str(epoch), "model": config.model})
-                    rundir.write_latents(run_dir, arrays)
-                    rundir.write_metrics(run_dir, metrics)
-                    rundir.save_train_state(run_dir, state)
-                    rundir.write_config(run_dir, info)
-                last_good = run_dir / rundir.WEIGHTS_FILE
-                row_seconds = row["seconds"]
-                log(f"epoch {epoch:3d}/{config.epochs}  train recon {train_recon:7.2f} "
-                    f"kl {train_kl:6.2f} -elbo {train_recon + train_kl:7.2f} | test recon "
-                    f"{row['test_recon']:7.2f} kl {row['test_kl']:6.2f} -elbo "
-                    f"{row['test_loss']:7.2f} nats/sample | active {row['active_units']}/"
-                    f"{config.latent_dim} | {row_seconds:.1f}s")
-                if progress is not None:
-                    progress(row)
-            if dist.enabled:  # every rank stops after the same epoch, or none does
-                flag.signum = int(_all_max(torch.tensor([float(flag.signum)]), device)[0])
-                last_good = run_dir / rundir.WEIGHTS_FILE  # rank 0 saved it (all ranks' word)
-            if flag.signum:  # arrived during evaluation or the save: the epoch is on disk
-                name = signal.Signals(flag.signum).name
-                raise stopped(f"{name} received after epoch {epoch} was saved; continue with "
-                              f"--resume {run_dir}", flag.exit_code)
-
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        tdist.barrier()  # rank 0 may still be writing the final epoch (and its t-SNE)
-        dump = os.environ.get("VAE_DDP_DUMP_DIR")
-        if dump:  # testing aid: each rank's final weights, to prove the replicas agree
-            Path(dump).mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), Path(dump) / f"rank{dist.rank}.pt")
-        if owns_group:
-            tdist.destroy_process_group()
+    teardown_distributed(dist, owns_group)
     if dist.is_main and start_epoch >= config.epochs and (run_dir / rundir.CONFIG_FILE).exists():
-        info.status = "complete"
-        rundir.write_config(run_dir, info)
+        finish_complete_run(model, run_dir, info)
     return TrainResult(run_dir=run_dir, metrics=metrics)
