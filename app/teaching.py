@@ -1,7 +1,7 @@
-"""Streamlit helpers shared by the teaching pages in ``pages/``: opening a run with a clear
-error, the selected test sample (shared with the main page), download buttons for every
-figure (PNG and HTML) and image grid (PNG), and cached computations that several pages
-reuse. The logic lives in ``explorer/``; caching and widgets only here.
+"""Streamlit helpers shared by the teaching pages in ``app/pages/``: opening a run with a
+clear error, the selected test sample (shared with the main page), download buttons for
+every figure (PNG and HTML) and image grid (PNG), and drawing image grids. The logic
+lives in ``explorer/``; caching and widgets only here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import streamlit as st
 
 from app import shared as app_shared
 from explorer import export
-from explorer.generation import tile
+from explorer.generation import grid_pixels, tile
 from training import rundir
 from training.data import DataError
 
@@ -131,22 +131,5 @@ def show_grid(images: np.ndarray, caption: str | None = None, cols: int | None =
               width: int | None = None, cell: int = 72) -> None:
     """Draw a batch or grid of images as one picture (nearest-neighbour upscaled so each
     image is about ``cell`` pixels wide; never wider than its column)."""
-    images = np.asarray(images)
-    grid = tile(images, cols)
-    scale = max(1, int(round(cell / images.shape[-1])))
-    pixels = np.clip(grid, 0, 1).repeat(scale, 0).repeat(scale, 1)
-    st.image(pixels, caption=caption, width=int(width) if width else "content", clamp=True,
-             output_format="PNG")
-
-
-def image_of(x: Any) -> np.ndarray:
-    """(C, H, W) tensor or array -> (H, W) or (H, W, C) array for st.image."""
-    arr = np.asarray(x, dtype=np.float32)
-    arr = arr.transpose(1, 2, 0) if arr.ndim == 3 else arr
-    return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
-
-
-def big(image: np.ndarray, size: int = 168) -> np.ndarray:
-    """Upscale a small (H, W[, C]) image by pixel repetition to about ``size`` pixels."""
-    scale = max(1, size // max(image.shape[:2]))
-    return np.clip(image, 0, 1).repeat(scale, 0).repeat(scale, 1)
+    st.image(grid_pixels(images, cols, cell), caption=caption,
+             width=int(width) if width else "content", clamp=True, output_format="PNG")

@@ -1,14 +1,16 @@
 """Comparing runs: how well each latent space matches the prior N(0, I) (why an
-autoencoder's "prior samples" look wrong), and the rate-distortion trade-off of runs
-trained with different beta (final reconstruction vs KL, and the warm-up curves).
+autoencoder's "prior samples" look wrong), which two runs and which inputs the side by
+side view starts with, and the rate-distortion trade-off of runs trained with different
+beta (final reconstruction vs KL, and the warm-up curves).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats
@@ -93,6 +95,47 @@ def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None], 0.0)
 
 
+class RunLike(Protocol):
+    """What :func:`default_pair` reads of a run (``explorer.runs.RunEntry``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def dataset(self) -> str: ...
+
+
+def default_pair(entries: Sequence[RunLike]) -> tuple[int, int]:
+    """Indices of the runs the side by side view starts with: an autoencoder on the left
+    (else the first run) and its VAE twin on the right: the VAE named like the AE
+    (``-ae-`` -> ``-vae-``), else another VAE with the same latent size and data set, else
+    any other run."""
+    names = [e.name for e in entries]
+    ae = next((i for i, e in enumerate(entries) if e.model == "ae"), 0)
+    twin = entries[ae].name.replace("-ae-", "-vae-")
+    if twin in names and twin != entries[ae].name:
+        return ae, names.index(twin)
+    vae = next((i for i, e in enumerate(entries) if i != ae and e.model == "vae"
+                and e.latent_dim == entries[ae].latent_dim
+                and e.dataset == entries[ae].dataset), None)
+    if vae is None:
+        vae = next((i for i in range(len(names)) if i != ae), 0)
+    return ae, vae
+
+
+def pick_inputs(n_images: int, n: int, seed: int) -> list[int]:
+    """``n`` distinct test-image indices (fewer when there are fewer images), sorted,
+    drawn with ``seed``: the inputs both runs reconstruct."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n_images, size=min(n, n_images), replace=False).tolist())
+
+
 @dataclass
 class RatePoint:
     """One run on the rate-distortion plane (test set, final epoch, nats per sample)."""
@@ -129,6 +172,27 @@ def rate_point(run_dir: str | Path) -> RatePoint:
                      kl_warmup=c.kl_warmup, latent_dim=c.latent_dim, dataset=c.dataset,
                      distortion=float(last["test_recon"]), rate=float(last["test_kl"]),
                      active_units=int(last.get("active_units", 0)))
+
+
+def rate_points(run_dirs: Iterable[str | Path]) -> tuple[list[RatePoint], list[str]]:
+    """:func:`rate_point` of every run that has one, and ``name: problem`` for the rest."""
+    from training import rundir
+
+    points, problems = [], []
+    for run_dir in run_dirs:
+        try:
+            points.append(rate_point(run_dir))
+        except rundir.RunDirError as exc:
+            problems.append(f"{Path(run_dir).name}: {exc.problem}")
+    return points, problems
+
+
+def default_curve_runs(points: list[RatePoint]) -> list[str]:
+    """The runs whose training curves are shown first: up to two trained with KL warm-up
+    (else the first run) and one without, so the ramp can be compared."""
+    warm = [p.name for p in points if p.kl_warmup] or [p.name for p in points[:1]]
+    plain = [p.name for p in points if not p.kl_warmup][:1]
+    return warm[:2] + [n for n in plain if n not in warm]
 
 
 def comparable(points: list[RatePoint]) -> tuple[list[RatePoint], list[str]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from explorer.generation import LatentModel, reconstruct
 from training.loss import kl_per_dim as kl_per_dim_fn
 from training.trainer import count_active_units
 
@@ -52,8 +53,17 @@ class LatentHealth:
     def kl_order(self) -> list[int]:
         """Dimensions from the most to the least informative (largest mean KL first; an
         AE, with no KL, by the variance of its codes)."""
-        key = self.kl_per_dim if self.is_vae else self.mu_variance
-        return [int(i) for i in np.argsort(-key, kind="stable")]
+        return [int(i) for i in np.argsort(-self.information, kind="stable")]
+
+    @property
+    def information(self) -> np.ndarray:
+        """What ranks the dimensions (D,): mean KL for a VAE, Var μ for an autoencoder."""
+        return self.kl_per_dim if self.is_vae else self.mu_variance
+
+    def describe_dims(self, dims: list[int]) -> str:
+        """``z3 (mean KL 1.20), z0 (mean KL 0.85)``: each dimension with its score."""
+        key = "mean KL" if self.is_vae else "Var μ"
+        return ", ".join(f"z{j} ({key} {self.information[j]:.2f})" for j in dims)
 
 
 def reconstruction_spread(x: np.ndarray | torch.Tensor,
@@ -96,6 +106,15 @@ def latent_health(mu: np.ndarray, logvar: np.ndarray | None,
         total_kl=float(kl.sum()), recon_spread=recon_spread)
     health.warnings = health_warnings(health)
     return health
+
+
+def run_health(model: LatentModel, mu: np.ndarray, logvar: np.ndarray | None,
+               x: np.ndarray | torch.Tensor | None = None) -> LatentHealth:
+    """:func:`latent_health` of a run's saved test posteriors, with the reconstruction
+    spread measured on the images ``x`` (N, C, H, W) when given (None: no images, the
+    spread check is skipped)."""
+    spread = None if x is None else reconstruction_spread(x, reconstruct(model, x))
+    return latent_health(mu, logvar, spread)
 
 
 def health_warnings(h: LatentHealth) -> list[str]:

@@ -3,20 +3,66 @@ grid of two latent dimensions, linear and spherical interpolation, traversals, a
 reparameterisation trick's draws z = mu + sigma * eps.
 
 Every function returns mean images (``sigmoid(logits)``) as numpy arrays in [0, 1],
-shaped (N, C, H, W), plus the latent codes they were decoded from. :func:`tile` lays a
-batch out as one grid image for display or PNG export.
+shaped (N, C, H, W), plus the latent codes they were decoded from. :func:`posterior`,
+:func:`encode_means` and :func:`reconstruct` go the other way (images to codes, and
+back). :func:`tile` lays a batch out as one grid image for display or PNG export;
+:func:`grid_pixels`, :func:`image_hwc` and :func:`enlarge` prepare such images for the
+pages (channels last, upscaled by pixel repetition).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 
+class LatentModel(Protocol):
+    """What these functions (and :mod:`explorer.iwae`, :mod:`explorer.diagnostics`) use
+    of a trained model (``training.model.VAE``): its latent size and image shape, the
+    encoder's posterior parameters (log-variance None for a plain autoencoder) and the
+    decoder's logits."""
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def is_vae(self) -> bool: ...
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
+
+
 @torch.no_grad()
-def decode_images(model: torch.nn.Module, z: np.ndarray | torch.Tensor,
+def posterior(model: LatentModel, x: np.ndarray | torch.Tensor
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The encoder's (mu (N, D), logvar (N, D) or None for an autoencoder) of images x
+    (N, C, H, W), as numpy arrays."""
+    model.eval()
+    mu, logvar = model.encode(torch.as_tensor(x, dtype=torch.float32))
+    return mu.numpy(), None if logvar is None else logvar.numpy()
+
+
+def encode_means(model: LatentModel, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The posterior means (codes of an autoencoder) mu(x) (N, D) of images x (N, C, H, W)."""
+    return posterior(model, x)[0]
+
+
+def reconstruct(model: LatentModel, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """decode(mu(x)): the mean reconstructions (N, C, H, W) of images x (N, C, H, W)."""
+    return decode_images(model, encode_means(model, x))
+
+
+@torch.no_grad()
+def decode_images(model: LatentModel, z: np.ndarray | torch.Tensor,
                   batch_size: int = 1024) -> np.ndarray:
     """Decode latent codes z (N, D) to mean images (N, C, H, W) in [0, 1]."""
     z = torch.as_tensor(np.asarray(z, dtype=np.float32))
@@ -28,13 +74,13 @@ def decode_images(model: torch.nn.Module, z: np.ndarray | torch.Tensor,
     return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
 
 
-def prior_samples(model: torch.nn.Module, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def prior_samples(model: LatentModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n draws z ~ N(0, I) and their decoded images: (z (n, D), images (n, C, H, W))."""
     z = np.random.default_rng(seed).standard_normal((n, model.latent_dim)).astype(np.float32)
     return z, decode_images(model, z)
 
 
-def manifold_grid(model: torch.nn.Module, dims: tuple[int, int] = (0, 1), n: int = 15,
+def manifold_grid(model: LatentModel, dims: tuple[int, int] = (0, 1), n: int = 15,
                   x_range: tuple[float, float] = (-3.0, 3.0),
                   y_range: tuple[float, float] = (-3.0, 3.0),
                   base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,7 +138,7 @@ def slerp(z0: np.ndarray, z1: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def interpolate(model: torch.nn.Module, z0: np.ndarray, z1: np.ndarray, steps: int = 8,
+def interpolate(model: LatentModel, z0: np.ndarray, z1: np.ndarray, steps: int = 8,
                 method: str = "lerp") -> tuple[np.ndarray, np.ndarray]:
     """Decode ``steps`` codes from z0 to z1 (both ends included) by ``lerp`` or ``slerp``.
     Returns (codes (steps, D), images (steps, C, H, W))."""
@@ -105,7 +151,7 @@ def interpolate(model: torch.nn.Module, z0: np.ndarray, z1: np.ndarray, steps: i
     return z, decode_images(model, z)
 
 
-def traversal(model: torch.nn.Module, base: np.ndarray, dims: list[int],
+def traversal(model: LatentModel, base: np.ndarray, dims: list[int],
               values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One row per dimension in ``dims``: ``base`` with that dimension swept over
     ``values`` (default 9 values from -3 to 3). Returns (values (V,), images (R, V, C, H, W))."""
@@ -133,8 +179,18 @@ class ReparamDraws:
     images: np.ndarray  # (K, C, H, W) decoded z
     mean_image: np.ndarray  # (C, H, W) decoded mu
 
+    def change(self, k: int = 0) -> float:
+        """Mean absolute per-pixel difference between decode(z_k) and decode(mu)."""
+        return float(np.abs(self.images[k] - self.mean_image).mean())
 
-def reparam_draws(model: torch.nn.Module, mu: np.ndarray, logvar: np.ndarray, k: int = 1,
+    @property
+    def pixel_spread(self) -> float:
+        """Per-pixel standard deviation across the K decoded draws, averaged over pixels
+        (0 for a single draw): the posterior's spread seen in image space."""
+        return float(self.images.std(axis=0).mean()) if len(self.images) > 1 else 0.0
+
+
+def reparam_draws(model: LatentModel, mu: np.ndarray, logvar: np.ndarray, k: int = 1,
                   seed: int = 0) -> ReparamDraws:
     """Draw eps ~ N(0, I) k times with ``seed`` and form z = mu + sigma * eps."""
     mu = np.asarray(mu, np.float32)
@@ -166,3 +222,34 @@ def tile(images: np.ndarray, cols: int | None = None, pad: int = 1,
         out[:, top:top + h, left:left + w] = images[idx]
     out = np.clip(out, 0.0, 1.0).transpose(1, 2, 0)  # (H', W', C)
     return out[..., 0] if c == 1 else out
+
+
+def grid_pixels(images: np.ndarray, cols: int | None = None, cell: int = 72) -> np.ndarray:
+    """A batch (N, C, H, W) or grid (R, V, C, H, W) of images as one :func:`tile`d picture,
+    each pixel repeated so every image is about ``cell`` pixels wide."""
+    images = np.asarray(images)
+    scale = max(1, int(round(cell / images.shape[-1])))
+    return np.clip(tile(images, cols), 0, 1).repeat(scale, 0).repeat(scale, 1)
+
+
+def image_hwc(x: Any) -> np.ndarray:
+    """One image (C, H, W), tensor or array, as (H, W) for one channel, else (H, W, C)."""
+    arr = np.asarray(x, dtype=np.float32)
+    arr = arr.transpose(1, 2, 0) if arr.ndim == 3 else arr
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+
+
+def enlarge(image: np.ndarray, size: int = 168) -> np.ndarray:
+    """Upscale a small (H, W[, C]) image by pixel repetition to about ``size`` pixels,
+    values clipped to [0, 1]."""
+    scale = max(1, size // max(image.shape[:2]))
+    return np.clip(image, 0, 1).repeat(scale, 0).repeat(scale, 1)
+
+
+def default_span(mu: np.ndarray, dims: tuple[int, int], is_vae: bool) -> float:
+    """Half-width of the manifold grid: 3 (the prior's +-3 sigma) for a VAE; for an
+    autoencoder, whose codes may sit anywhere, enough to hold its codes on those two
+    dimensions (rounded up, at most 100)."""
+    if is_vae:
+        return 3.0
+    return min(100.0, float(np.ceil(np.abs(np.asarray(mu)[:, list(dims)]).max())))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explorer.generation import LatentModel
 from training.loss import LOG_2PI, reconstruction_nll
 
 LogLikelihood = Callable[[torch.Tensor], torch.Tensor]  # z (k, B, D) -> log p(x|z) (k, B)
@@ -104,7 +105,7 @@ def iwae_curve(log_w: torch.Tensor, ks: list[int]) -> np.ndarray:
     return np.stack(out)
 
 
-def decoder_log_likelihood(model: torch.nn.Module, x: torch.Tensor,
+def decoder_log_likelihood(model: LatentModel, x: torch.Tensor,
                            likelihood: str) -> LogLikelihood:
     """log p(x|z) of a trained model's decoder for the images x (B, C, H, W)."""
     log_sigma = getattr(model, "log_sigma", math.log(0.1))
@@ -118,38 +119,51 @@ def decoder_log_likelihood(model: torch.nn.Module, x: torch.Tensor,
     return log_likelihood
 
 
+NOT_A_VAE = ("a plain autoencoder has no posterior q(z|x) and no prior, so it has no ELBO "
+             "and no importance-weighted log p(x); pick a VAE run")
+
+
+def _require_vae(model: LatentModel) -> None:
+    if not getattr(model, "is_vae", False):
+        raise ValueError(NOT_A_VAE)
+
+
+def _posterior(model: LatentModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of q(z|x), (B, D) each; ValueError when the encoder has no logvar."""
+    mu, logvar = model.encode(x)
+    if logvar is None:
+        raise ValueError(NOT_A_VAE)
+    return mu, logvar
+
+
 @torch.no_grad()
-def sample_log_weights(model: torch.nn.Module, x: torch.Tensor, num_samples: int,
+def sample_log_weights(model: LatentModel, x: torch.Tensor, num_samples: int,
                        likelihood: str = "bernoulli", seed: int = 0) -> torch.Tensor:
     """The K log weights of a trained VAE for a few images x (B, C, H, W): (K, B)."""
-    if not getattr(model, "is_vae", False):
-        raise ValueError("a plain autoencoder has no posterior q(z|x) and no prior, so it has "
-                         "no ELBO and no importance-weighted log p(x); pick a VAE run")
+    _require_vae(model)
     model.eval()
-    mu, logvar = model.encode(x)  # (B, D) each
+    mu, logvar = _posterior(model, x)  # (B, D) each
     chunk = max(1, MAX_PIXELS_PER_CHUNK // max(1, int(np.prod(x.shape))))
     return importance_log_weights(decoder_log_likelihood(model, x, likelihood), mu, logvar,
                                   num_samples, torch.Generator().manual_seed(seed), chunk)
 
 
 @torch.no_grad()
-def estimate_bounds(model: torch.nn.Module, x: torch.Tensor, num_samples: int,
+def estimate_bounds(model: LatentModel, x: torch.Tensor, num_samples: int,
                     likelihood: str = "bernoulli", seed: int = 0,
                     batch_size: int = 256) -> BoundEstimate:
     """ELBO_K and IWAE_K of a trained VAE for every image in x (N, C, H, W), in nats.
 
     Raises ValueError for a plain autoencoder: it has no q(z|x), so no likelihood bound.
     """
-    if not getattr(model, "is_vae", False):
-        raise ValueError("a plain autoencoder has no posterior q(z|x) and no prior, so it has "
-                         "no ELBO and no importance-weighted log p(x); pick a VAE run")
+    _require_vae(model)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     pixels = int(np.prod(x.shape[1:]))
     elbos, iwaes = [], []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]  # (B, C, H, W)
-        mu, logvar = model.encode(xb)  # (B, D) each
+        mu, logvar = _posterior(model, xb)  # (B, D) each
         chunk = max(1, MAX_PIXELS_PER_CHUNK // max(1, len(xb) * pixels))
         log_w = importance_log_weights(decoder_log_likelihood(model, xb, likelihood), mu,
                                        logvar, num_samples, generator, chunk)  # (K, B)
@@ -158,3 +172,16 @@ def estimate_bounds(model: torch.nn.Module, x: torch.Tensor, num_samples: int,
         iwaes.append(est.iwae)
     return BoundEstimate(elbo=np.concatenate(elbos), iwae=np.concatenate(iwaes),
                          num_samples=num_samples)
+
+
+def sample_curve(model: LatentModel, x: torch.Tensor, ks: list[int] | tuple[int, ...],
+                 likelihood: str = "bernoulli", seed: int = 0
+                 ) -> list[tuple[int, float, float]]:
+    """[(k, ELBO, E[IWAE_k])] for each k in ``ks`` for one image x (1, C, H, W), all from
+    the same max(ks) draws (:func:`sample_log_weights`, :func:`iwae_curve`): the ELBO is
+    the mean of all the log weights, so it is the same for every k."""
+    ks = list(ks)
+    log_w = sample_log_weights(model, x, max(ks), likelihood, seed)
+    elbo = float(log_w.double().mean())
+    curve = iwae_curve(log_w, ks)[:, 0]
+    return [(k, elbo, float(v)) for k, v in zip(ks, curve, strict=True)]

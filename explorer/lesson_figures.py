@@ -1,7 +1,10 @@
-"""Plotly figures of the teaching pages: the latent map with lesson overlays (rings on
-chosen samples, the posterior's 1σ/2σ ellipses, extra markers, the prior's 95% circle).
+"""Plotly latent maps of the teaching pages: the map with lesson overlays (rings on
+chosen samples, the posterior's 1σ/2σ ellipses, extra markers, the prior's 95% circle),
+the reparameterisation lesson's map of z = μ + σ·ε and its close-up, and the generation
+lesson's map drawn over the decoded manifold. (Charts of numbers, not maps, are
+:mod:`explorer.lesson_charts`.)
 
-Both start from :func:`explorer.figures.label_traces` (one scatter trace per class, WebGL
+All start from :func:`explorer.figures.label_traces` (one scatter trace per class, WebGL
 for large maps); the main page's map adds overlays tuned for live updates, these add the
 lessons' own.
 """
@@ -14,7 +17,11 @@ import numpy as np
 import plotly.graph_objects as go
 from scipy import stats
 
-from explorer.figures import AXIS_TITLES, ellipse_xy, label_traces
+from explorer.export import image_png
+from explorer.figures import AXIS_TITLES, data_uri, ellipse_xy, label_traces
+from explorer.generation import LatentModel, manifold_grid, tile
+
+OTHER_DRAWS = "other draws"  # the reparameterisation map's trace of the further draws of z
 
 
 def prior_circle_radius(level: float = 0.95) -> float:
@@ -68,3 +75,73 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
         yaxis=dict(title=y_title, zeroline=projection == "raw", gridcolor="#eee",
                    scaleanchor="x" if projection == "raw" else None))
     return fig
+
+
+def z_label(seed: int) -> str:
+    """Name of the reparameterisation map's z marker: ``z (ε #seed)``."""
+    return f"z (ε #{seed})"
+
+
+def reparam_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
+                projection: str, index: int, points: np.ndarray, sigmas: np.ndarray | None,
+                seed: int) -> go.Figure:
+    """The map for z = μ + σ·ε of test sample ``index`` (ringed). ``points`` (2 + K, 2) are
+    μ, z and K further draws placed on the map; ``sigmas`` (2,) draws q(z|x)'s 1σ/2σ
+    ellipses around μ (a raw 2-D map only; the legend is hidden then, None: no ellipses)."""
+    fig = lesson_map(
+        coords, labels, class_names, projection, rings=[index],
+        ellipse=(points[0], sigmas) if sigmas is not None else None, height=440,
+        legend=sigmas is None,
+        markers=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
+                  "name": z_label(seed), "symbol": "star", "colour": "#d62728"}])
+    fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name=OTHER_DRAWS,
+                    marker=dict(size=7, symbol="x", color="#444"),
+                    hovertemplate="another draw of z<extra></extra>")
+    fig.add_scatter(x=[points[0, 0], points[1, 0]], y=[points[0, 1], points[1, 1]],
+                    mode="lines", name="σ·ε", line=dict(color="#d62728", width=2),
+                    hoverinfo="skip")
+    return fig
+
+
+def reparam_zoom(fig: go.Figure, center: np.ndarray, sigmas: np.ndarray,
+                 seed: int) -> go.Figure:
+    """A copy of :func:`reparam_map`'s figure zoomed to ``center`` ± 3σ, its markers
+    enlarged (the original is left as it is)."""
+    half = 3.0 * float(np.max(sigmas))
+    zoom = go.Figure(fig)
+    zoom.update_layout(
+        xaxis=dict(range=[center[0] - half, center[0] + half]),
+        yaxis=dict(range=[center[1] - half, center[1] + half]))
+    zoom.update_traces(marker=dict(size=22), selector=dict(name=z_label(seed)))
+    zoom.update_traces(marker=dict(size=9), selector=dict(name=OTHER_DRAWS))
+    return zoom
+
+
+def manifold_map(codes: np.ndarray, labels: np.ndarray, class_names: list[str],
+                 dims: tuple[int, int], picture: np.ndarray, span: float,
+                 n: int) -> go.Figure:
+    """The test codes ``codes`` (N, 2) on latent dimensions ``dims`` over ``picture``, the
+    tiled n x n manifold (row 0 = largest y) whose tile centres span [-span, span]."""
+    fig = lesson_map(codes, labels, class_names, "raw", height=560)
+    step = (2 * span) / (n - 1)
+    fig.add_layout_image(dict(source=data_uri(image_png(picture)), xref="x", yref="y",
+                              x=-span - step / 2, y=span + step / 2, sizex=2 * span + step,
+                              sizey=2 * span + step, sizing="stretch", layer="below",
+                              opacity=1.0))
+    fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(mode="markers"))
+    fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step],
+                                 showgrid=False),
+                      yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step],
+                                 showgrid=False))
+    return fig
+
+
+def manifold_figure(model: LatentModel, mu: np.ndarray, labels: np.ndarray,
+                    class_names: list[str], dims: tuple[int, int], n: int, span: float,
+                    base: np.ndarray) -> tuple[go.Figure, np.ndarray]:
+    """Decode the n x n grid over ``dims`` (the other dimensions at ``base``) and draw it
+    under the test set's means ``mu`` (N, D): (figure, grid images (n, n, C, H, W))."""
+    _, _, grid = manifold_grid(model, dims, n, (-span, span), (-span, span), base)
+    picture = tile(grid, pad=0)  # (n*H, n*W[, C]), row 0 = top = largest y
+    codes = np.column_stack([mu[:, dims[0]], mu[:, dims[1]]])
+    return manifold_map(codes, labels, class_names, dims, picture, span, n), grid

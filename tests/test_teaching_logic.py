@@ -3,6 +3,7 @@ export and training jobs, checked against closed forms and independent reference
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -464,3 +465,301 @@ def test_lesson_map_overlays():
     inside = (np.hypot(*draws.T) <= prior_circle_radius()).mean()
     assert inside == pytest.approx(0.95, abs=0.003)
     assert prior_circle_radius() == pytest.approx(np.sqrt(sp_stats.chi2.ppf(0.95, 2)))
+
+
+# --------------------------------------------------------------------------- lesson figures
+# (built in explorer/, drawn by the pages in app/pages/)
+
+
+def _rate_points():
+    return [compare.RatePoint(name=name, path="", model="vae", beta=beta, kl_warmup=warm,
+                              latent_dim=2, dataset="digits", distortion=dist, rate=rate,
+                              active_units=2)
+            for name, beta, warm, dist, rate in [("b1", 1.0, 0, 140.2, 6.1),
+                                                 ("b4", 4.0, 2, 171.0, 2.5),
+                                                 ("b05", 0.5, 0, 129.0, 9.9)]]
+
+
+def test_rate_distortion_figure_places_each_run():
+    from explorer.lesson_charts import rate_distortion_figure
+
+    points = _rate_points()
+    fig = rate_distortion_figure(points)
+    levels = np.unique(np.round([p.distortion + p.rate for p in points], -1))
+    lines, runs = fig.data[:len(levels)], fig.data[len(levels):]
+    assert len(fig.data) == len(levels) + len(points)
+    assert all(t.type == "scatter" and t.mode == "lines" and not t.showlegend for t in lines)
+    for line, level in zip(lines, levels, strict=True):  # iso-ELBO: x + y = level
+        np.testing.assert_allclose(np.asarray(line.x) + np.asarray(line.y), level)
+    assert [a.text for a in fig.layout.annotations] == [f"−ELBO {v:.0f}" for v in levels]
+    for trace, p in zip(runs, points, strict=True):
+        assert trace.name == p.name and trace.mode == "markers+text"
+        assert list(trace.x) == [p.rate] and list(trace.y) == [p.distortion]
+        assert trace.text == (f"β={p.beta:g}",)
+        assert trace.marker.symbol == ("diamond" if p.kl_warmup else "circle")
+    assert len({t.marker.color for t in runs}) == len(points)
+    assert fig.layout.xaxis.title.text == "rate: KL(q(z|x) ‖ p(z)), nats per sample"
+    assert fig.layout.yaxis.title.text == "distortion: reconstruction, nats per sample"
+    low, high = fig.layout.yaxis.range  # every run inside the visible range
+    assert low < min(p.distortion for p in points) and high > max(p.distortion for p in points)
+    assert fig.layout.xaxis.range[1] > max(p.rate for p in points)
+
+
+def test_warmup_figure_has_three_panels_per_run():
+    from explorer.lesson_charts import warmup_figure
+
+    curves = {f"run{i}": {"epoch": [1.0, 2.0, 3.0], "beta": [0.0, 0.5 * (i + 1), 1.0],
+                          "test_kl": [1.0, 2.0, 3.0 + i], "test_recon": [9.0, 8.0, 7.0 - i]}
+              for i in range(2)}
+    fig = warmup_figure(curves)
+    assert len(fig.data) == 6 and all(t.type == "scatter" for t in fig.data)
+    for i, name in enumerate(curves):
+        traces = fig.data[3 * i:3 * i + 3]
+        assert [t.name for t in traces] == [name] * 3
+        assert [t.showlegend for t in traces] == [True, False, False]  # one legend entry
+        for trace, key, axis in zip(traces, ("beta", "test_kl", "test_recon"),
+                                    ("x", "x2", "x3"), strict=True):
+            assert list(trace.y) == curves[name][key] and list(trace.x) == curves[name]["epoch"]
+            assert trace.xaxis == axis
+        assert len({t.line.color for t in traces}) == 1
+    assert fig.data[0].line.color != fig.data[3].line.color
+    assert [a.text for a in fig.layout.annotations] == [
+        "β used in the objective", "test KL (rate), nats", "test reconstruction, nats"]
+    assert [fig.layout[f"xaxis{s}"].title.text for s in ("", "2", "3")] == ["epoch"] * 3
+
+
+def test_iwae_curve_figure_and_gap_histogram():
+    from explorer.lesson_charts import gap_histogram, iwae_curve_figure
+
+    points = [(1, -100.0, -100.0), (10, -100.0, -98.0), (100, -100.0, -97.5)]
+    fig = iwae_curve_figure(points, k=10)
+    assert [t.name for t in fig.data] == ["IWAE_K", "ELBO"]
+    assert list(fig.data[0].x) == [1, 10, 100] and list(fig.data[0].y) == [-100, -98, -97.5]
+    assert list(fig.data[1].y) == [-100.0] * 3
+    assert fig.layout.xaxis.type == "log"
+    assert fig.layout.xaxis.title.text == "K (importance samples)"
+    assert fig.layout.yaxis.title.text == "nats (higher = tighter bound)"
+    (vline,) = fig.layout.shapes
+    assert vline.x0 == vline.x1 == 10
+
+    gap = np.array([0.1, 0.5, 0.5, 2.0])
+    hist = gap_histogram(gap)
+    (trace,) = hist.data
+    assert trace.type == "histogram" and trace.nbinsx == 40
+    np.testing.assert_array_equal(trace.x, gap)
+    assert hist.layout.xaxis.title.text == "IWAE − ELBO per image (nats)"
+    assert hist.layout.yaxis.title.text == "images"
+
+
+def test_latent_health_figure_colours_dead_and_weak_dimensions():
+    from explorer.lesson_charts import latent_health_figure
+
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(200, 4)) * np.array([1.0, 0.12, 0.001, 2.0])  # z2 dead
+    logvar = np.zeros((200, 4))
+    logvar[:, 0] = -2.0
+    logvar[:, 1] = np.log(1 - 0.12**2)  # z1: active, but KL tiny: weak
+    health = diagnostics.latent_health(mu, logvar)
+    assert health.dead_dims == [2] and health.weak_dims == [1]
+    fig = latent_health_figure(health)
+    kl, var = fig.data
+    assert kl.type == var.type == "bar"
+    assert list(kl.x) == list(var.x) == ["z0", "z1", "z2", "z3"]
+    np.testing.assert_allclose(kl.y, health.kl_per_dim)
+    np.testing.assert_allclose(var.y, health.mu_variance)
+    assert list(var.marker.color) == ["#4e79a7", "#f28e2b", "#e15759", "#4e79a7"]
+    assert var.yaxis == "y2" and fig.layout.yaxis2.type == "log"
+    assert fig.layout.shapes[0].y0 == diagnostics.ACTIVE_THRESHOLD
+    assert [a.text for a in fig.layout.annotations][:2] == [
+        "mean KL per dimension (nats)", "Var over the data of μ_j(x)"]
+    assert fig.layout.height == 2 * 230 + 40
+
+    ae = latent_health_figure(diagnostics.latent_health(mu, None))
+    (bar,) = ae.data  # no KL panel for an autoencoder
+    assert bar.name == "Var μ" and ae.layout.yaxis.type == "log"
+    assert ae.layout.height == 230 + 40
+
+
+def test_reparam_map_and_zoom():
+    from explorer.lesson_figures import reparam_map, reparam_zoom, z_label
+
+    rng = np.random.default_rng(2)
+    coords, labels = rng.normal(size=(40, 2)), np.arange(40) % 2
+    points = rng.normal(size=(2 + 5, 2))  # mu, z, 5 more draws
+    sigmas = np.array([0.3, 0.1])
+    fig = reparam_map(coords, labels, ["a", "b"], "raw", 7, points, sigmas, seed=3)
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["a", "b"] and names[-3:] == [z_label(3), "other draws", "σ·ε"]
+    assert z_label(3) == "z (ε #3)" and "1σ" in names and "chosen" in names
+    star = fig.data[names.index(z_label(3))]
+    assert (star.x[0], star.y[0]) == (points[1, 0], points[1, 1])
+    np.testing.assert_allclose(fig.data[-2].x, points[2:, 0])
+    np.testing.assert_allclose(fig.data[-2].y, points[2:, 1])
+    np.testing.assert_allclose(fig.data[-1].x, points[:2, 0])  # from mu to z
+    assert fig.layout.showlegend is False and fig.layout.height == 440
+
+    zoom = reparam_zoom(fig, points[0], sigmas, seed=3)
+    half = 3 * 0.3
+    np.testing.assert_allclose(zoom.layout.xaxis.range, [points[0, 0] - half, points[0, 0] + half])
+    np.testing.assert_allclose(zoom.layout.yaxis.range, [points[0, 1] - half, points[0, 1] + half])
+    assert zoom.data[names.index(z_label(3))].marker.size == 22
+    assert zoom.data[-2].marker.size == 9
+    assert star.marker.size == 18 and fig.data[-2].marker.size == 7  # original untouched
+    assert fig.layout.xaxis.range is None
+
+    no_ellipse = reparam_map(coords, labels, ["a", "b"], "pca", 7, points, None, seed=0)
+    assert "1σ" not in [t.name for t in no_ellipse.data] and no_ellipse.layout.showlegend
+    assert no_ellipse.layout.xaxis.title.text == "PCA 1"
+
+
+def test_manifold_figure_draws_the_decoded_grid_under_the_codes(tiny_run_z4):
+    from explorer.lesson_figures import manifold_figure
+
+    run = rundir.load_run(tiny_run_z4)
+    latents = rundir.read_latents(tiny_run_z4)
+    base = np.zeros(4, np.float32)
+    fig, grid = manifold_figure(run.model, latents["mu"], latents["labels"],
+                                run.info.class_names, (1, 3), 5, 2.0, base)
+    _, _, expected = generation.manifold_grid(run.model, (1, 3), 5, (-2, 2), (-2, 2), base)
+    np.testing.assert_allclose(grid, expected)
+    (image,) = fig.layout.images
+    png = export.image_png(generation.tile(grid, pad=0))
+    assert image.source == "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    step = 4.0 / 4  # tile centres at -2, -1, ..., 2: each tile 1 wide
+    assert (image.x, image.y, image.sizex, image.sizey) == (-2.5, 2.5, 5.0, 5.0)
+    assert image.layer == "below" and image.xref == "x" and image.yref == "y"
+    assert fig.layout.xaxis.title.text == "z1" and fig.layout.yaxis.title.text == "z3"
+    assert list(fig.layout.xaxis.range) == [-2 - step, 2 + step]
+    dots = [t for t in fig.data if t.mode == "markers"]
+    assert sum(len(t.x) for t in dots) == len(latents["mu"])
+    shown = np.concatenate([np.column_stack([t.x, t.y]) for t in dots])
+    codes = latents["mu"][:, [1, 3]]
+    np.testing.assert_allclose(np.sort(shown, axis=0), np.sort(codes, axis=0), rtol=1e-6)
+    assert all(t.marker.size == 4 for t in dots)
+
+
+# --------------------------------------------------------------------------- page logic
+
+
+def test_sample_curve_shares_one_set_of_draws(tiny_run):
+    from training.data import load_digits
+
+    run = rundir.load_run(tiny_run)
+    x = load_digits().test_x[3:4]
+    curve = iwae.sample_curve(run.model, x, (1, 2, 5, 10), run.info.config.likelihood, seed=4)
+    assert [k for k, _, _ in curve] == [1, 2, 5, 10]
+    elbos = {elbo for _, elbo, _ in curve}
+    assert len(elbos) == 1  # the ELBO does not depend on K
+    log_w = iwae.sample_log_weights(run.model, x, 10, run.info.config.likelihood, seed=4)
+    assert curve[0][1] == pytest.approx(float(log_w.double().mean()))
+    assert curve[0][2] == pytest.approx(curve[0][1])  # IWAE_1 is the ELBO
+    assert all(v >= elbo - 1e-9 for _, elbo, v in curve)  # every k divides the 10 draws
+
+
+def test_sample_curve_refuses_an_autoencoder(tiny_ae_run):
+    model = rundir.load_run(tiny_ae_run).model
+    with pytest.raises(ValueError, match="autoencoder has no posterior"):
+        iwae.sample_curve(model, torch.zeros(1, 1, 8, 8), (1, 2))
+
+
+def test_run_health_measures_the_spread_only_with_images(tiny_run_z4):
+    from training.data import load_digits
+
+    run = rundir.load_run(tiny_run_z4)
+    latents = rundir.read_latents(tiny_run_z4)
+    x = load_digits().test_x[:100]
+    health = diagnostics.run_health(run.model, latents["mu"], latents["logvar"], x)
+    recon = generation.decode_images(run.model, generation.encode_means(run.model, x))
+    assert health.recon_spread == pytest.approx(diagnostics.reconstruction_spread(x, recon))
+    np.testing.assert_allclose(health.kl_per_dim,
+                               diagnostics.latent_health(latents["mu"],
+                                                         latents["logvar"]).kl_per_dim)
+    assert diagnostics.run_health(run.model, latents["mu"], None).recon_spread is None
+    order = health.kl_order()
+    assert health.describe_dims(order[:2]) == ", ".join(
+        f"z{j} (mean KL {health.kl_per_dim[j]:.2f})" for j in order[:2])
+    ae = diagnostics.latent_health(np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]]), None)
+    assert ae.describe_dims([0, 1]) == "z0 (Var μ 2.67), z1 (Var μ 0.00)"
+
+
+def test_default_pair_pick_inputs_and_curve_runs(tmp_path, tiny_run):
+    from pathlib import Path
+
+    from explorer.runs import RunEntry
+
+    def entry(name, model, dim=2, dataset="digits"):
+        return RunEntry(path=Path("/runs") / name, modified=0.0, model=model,
+                        latent_dim=dim, dataset=dataset)
+
+    twins = [entry("x-vae-z2", "vae"), entry("d-ae-z3", "ae", 3), entry("d-vae-z3", "vae", 3)]
+    assert compare.default_pair(twins) == (1, 2)  # the VAE named like the AE
+    same_shape = [entry("v", "vae", 3, "mnist"), entry("a", "ae", 3), entry("w", "vae", 3)]
+    assert compare.default_pair(same_shape) == (1, 2)  # same latent size and data set
+    no_match = [entry("v", "vae", 8), entry("a", "ae", 3)]
+    assert compare.default_pair(no_match) == (1, 0)
+    assert compare.default_pair([entry("v", "vae"), entry("w", "vae")]) == (0, 1)
+
+    picked = compare.pick_inputs(50, 8, seed=1)
+    assert picked == sorted(picked) and len(set(picked)) == 8 and max(picked) < 50
+    assert picked == compare.pick_inputs(50, 8, seed=1) != compare.pick_inputs(50, 8, seed=2)
+    assert compare.pick_inputs(3, 8, seed=0) == [0, 1, 2]
+
+    points = _rate_points()  # b4 has a warm-up, b1 and b05 not
+    assert compare.default_curve_runs(points) == ["b4", "b1"]
+    assert compare.default_curve_runs(points[::2]) == ["b1"]  # no warm-up: the first run
+    assert compare.default_curve_runs([]) == []
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    found, problems = compare.rate_points([tiny_run, broken])
+    assert [p.name for p in found] == [tiny_run.name]
+    assert len(problems) == 1 and problems[0].startswith("broken: ")
+
+
+def test_posterior_reconstruct_and_reparam_summaries(tiny_run, tiny_ae_run):
+    from training.data import load_digits
+
+    x = load_digits().test_x[:5]
+    vae = rundir.load_run(tiny_run).model
+    mu, logvar = generation.posterior(vae, x)
+    with torch.no_grad():
+        ref_mu, ref_logvar = vae.encode(x)
+    np.testing.assert_allclose(mu, ref_mu.numpy())
+    assert logvar is not None
+    np.testing.assert_allclose(logvar, ref_logvar.numpy())
+    np.testing.assert_allclose(generation.encode_means(vae, x.numpy()), mu, rtol=1e-6)
+    np.testing.assert_allclose(generation.reconstruct(vae, x),
+                               generation.decode_images(vae, mu))
+    ae = rundir.load_run(tiny_ae_run).model
+    assert generation.posterior(ae, x)[1] is None
+
+    draws = generation.reparam_draws(vae, mu[0], logvar[0], k=6, seed=0)
+    assert draws.change(2) == pytest.approx(
+        float(np.abs(draws.images[2] - draws.mean_image).mean()))
+    assert draws.change() > 0
+    assert draws.pixel_spread == pytest.approx(float(draws.images.std(axis=0).mean()))
+    assert generation.reparam_draws(vae, mu[0], logvar[0], k=1).pixel_spread == 0.0
+
+
+def test_display_helpers_and_default_span():
+    images = np.random.default_rng(0).uniform(-0.5, 1.5, size=(6, 1, 8, 8))
+    pixels = generation.grid_pixels(images, cols=3, cell=72)
+    grid = generation.tile(images, 3)  # (2*9+1, 3*9+1)
+    assert pixels.shape == (grid.shape[0] * 9, grid.shape[1] * 9)  # 72 / 8 = 9
+    np.testing.assert_array_equal(pixels[::9, ::9], np.clip(grid, 0, 1))
+    assert pixels.min() >= 0 and pixels.max() <= 1
+
+    grey = generation.image_hwc(torch.ones(1, 4, 6))
+    assert grey.shape == (4, 6)
+    rgb = np.zeros((3, 4, 6))
+    rgb[1] = 1.0
+    hwc = generation.image_hwc(rgb)
+    assert hwc.shape == (4, 6, 3) and hwc[..., 1].min() == 1.0 and hwc[..., 0].max() == 0.0
+    big = generation.enlarge(np.array([[2.0, -1.0], [0.25, 0.5]]), size=10)
+    assert big.shape == (10, 10)
+    np.testing.assert_array_equal(big[::5, ::5], [[1.0, 0.0], [0.25, 0.5]])
+
+    mu = np.array([[0.5, -7.2, 0.0], [1.0, 2.0, 300.0]])
+    assert generation.default_span(mu, (0, 1), is_vae=True) == 3.0
+    assert generation.default_span(mu, (0, 1), is_vae=False) == 8.0
+    assert generation.default_span(mu, (0, 2), is_vae=False) == 100.0

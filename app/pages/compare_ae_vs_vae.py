@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-import torch
 
 from app import shared as app_shared
 from app import teaching as ui
-from explorer.compare import prior_fit
-from explorer.generation import decode_images, prior_samples
+from explorer.compare import default_pair, pick_inputs, prior_fit
+from explorer.generation import prior_samples, reconstruct
 from explorer.inference import available_projections, map_coords
 from explorer.lesson_figures import lesson_map
 from explorer.runs import file_stamp, openable_runs
@@ -23,26 +22,7 @@ N_PRIOR = 16
 @st.cache_data(show_spinner=False, max_entries=16)
 def reconstructions(path: str, indices: tuple[int, ...], _stamp: float) -> np.ndarray:
     run = app_shared.get_run(path)
-    x = app_shared.get_test_images(path)[list(indices)]
-    with torch.no_grad():
-        mu, _ = run.model.encode(x)
-    return decode_images(run.model, mu.numpy())
-
-
-def default_pair(entries) -> tuple[int, int]:
-    """An autoencoder on the left and its VAE twin on the right: the VAE named like the AE
-    (``-ae-`` -> ``-vae-``), else one with the same latent size and data set."""
-    names = [e.name for e in entries]
-    ae = next((i for i, e in enumerate(entries) if e.model == "ae"), 0)
-    twin = entries[ae].name.replace("-ae-", "-vae-")
-    if twin in names and twin != entries[ae].name:
-        return ae, names.index(twin)
-    vae = next((i for i, e in enumerate(entries) if e.model == "vae"
-                and e.latent_dim == entries[ae].latent_dim
-                and e.dataset == entries[ae].dataset), None)
-    if vae is None:
-        vae = next((i for i in range(len(names)) if i != ae), 0)
-    return ae, vae
+    return reconstruct(run.model, app_shared.get_test_images(path)[list(indices)])
 
 
 def column(entry, indices: list[int], seed: int, side: str) -> None:
@@ -113,9 +93,7 @@ def main() -> None:
     if images is None:
         return
     seed = int(st.sidebar.number_input("Prior-sample seed", 0, 10**6, 0, key="cmp_seed"))
-    rng = np.random.default_rng(seed)
-    indices = sorted(rng.choice(len(images), size=min(N_INPUTS, len(images)),
-                                replace=False).tolist())
+    indices = pick_inputs(len(images), N_INPUTS, seed)
     st.markdown("**The same test inputs** (both runs share the data set's fixed split):")
     ui.show_grid(images[indices].numpy(), cols=N_INPUTS)
     left_col, right_col = st.columns(2, gap="large")

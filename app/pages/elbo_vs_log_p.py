@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import shared as app_shared
 from app import teaching as ui
-from explorer.iwae import estimate_bounds, iwae_curve, sample_log_weights
+from explorer.generation import enlarge, image_hwc
+from explorer.iwae import estimate_bounds
+from explorer.iwae import sample_curve as iwae_sample_curve
+from explorer.lesson_charts import gap_histogram, iwae_curve_figure
 from explorer.runs import file_stamp
 from training import rundir
 
@@ -37,10 +39,7 @@ def sample_curve(path: str, index: int, ks: tuple[int, ...], seed: int, _stamp: 
     """[(k, ELBO, E[IWAE_k])] for one test image, all from the same max(ks) draws."""
     run = app_shared.get_run(path)
     x = app_shared.get_test_images(path)[index:index + 1]
-    log_w = sample_log_weights(run.model, x, max(ks), run.info.config.likelihood, seed)
-    elbo = float(log_w.double().mean())
-    curve = iwae_curve(log_w, list(ks))[:, 0]
-    return [(k, elbo, float(v)) for k, v in zip(ks, curve, strict=True)]
+    return iwae_sample_curve(run.model, x, ks, run.info.config.likelihood, seed)
 
 
 @st.cache_data(show_spinner="Estimating over the test set…", max_entries=16)
@@ -48,25 +47,6 @@ def test_set_bounds(path: str, k: int, n: int, seed: int, _stamp: float):
     run = app_shared.get_run(path)
     x = app_shared.get_test_images(path)[:n]
     return estimate_bounds(run.model, x, k, run.info.config.likelihood, seed=seed)
-
-
-def curve_figure(points, k: int) -> go.Figure:
-    ks = [p[0] for p in points]
-    fig = go.Figure()
-    fig.add_scatter(x=ks, y=[p[2] for p in points], mode="lines+markers", name="IWAE_K",
-                    line=dict(color="#4e79a7", width=3),
-                    hovertemplate="K=%{x}: %{y:.2f} nats<extra>IWAE</extra>")
-    fig.add_scatter(x=ks, y=[p[1] for p in points], mode="lines", name="ELBO",
-                    line=dict(color="#e15759", dash="dash"),
-                    hovertemplate="K=%{x}: %{y:.2f} nats<extra>ELBO</extra>")
-    fig.add_vline(x=k, line=dict(color="#999", dash="dot"))
-    fig.update_layout(height=340, xaxis=dict(type="log", title="K (importance samples)"),
-                      yaxis_title="nats (higher = tighter bound)", plot_bgcolor="white",
-                      margin=dict(l=10, r=10, t=10, b=10),
-                      legend=dict(orientation="h", y=1.1, x=1, xanchor="right"))
-    fig.update_xaxes(gridcolor="#eee")
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
 
 
 def main() -> None:
@@ -100,9 +80,9 @@ def main() -> None:
     m2.metric(f"log p(x) ≈ IWAE, K={k} (nats)", f"{one[2]:.2f}",
               help=f"IWAE_{k} averaged over {K_DRAWS // k} disjoint blocks of {k} draws")
     m3.metric("gap IWAE − ELBO (nats)", f"{one[2] - one[1]:.2f}")
-    m4.image(ui.big(ui.image_of(images[index]), 96), caption=f"sample {index}",
+    m4.image(enlarge(image_hwc(images[index]), 96), caption=f"sample {index}",
              output_format="PNG")
-    fig = curve_figure(curve, k)
+    fig = iwae_curve_figure(curve, k)
     st.plotly_chart(fig, key="iwae_curve")
     st.caption(f"From {K_DRAWS} draws z_k ~ q(z|x) of this image: IWAE_K is averaged over the "
                f"{K_DRAWS}/K disjoint blocks of K draws. IWAE_1 is the ELBO; IWAE_K rises with "
@@ -118,11 +98,7 @@ def main() -> None:
     t2.metric(f"mean IWAE, K={k} (nats)", f"{bounds.iwae.mean():.2f}")
     t3.metric("mean gap (nats)", f"{bounds.gap.mean():.2f}")
     t4.metric("images with IWAE ≥ ELBO", f"{int((bounds.gap >= -1e-9).sum())}/{len(bounds.gap)}")
-    hist = go.Figure(go.Histogram(x=bounds.gap, nbinsx=40, marker_color="#4e79a7",
-                                  hovertemplate="gap %{x}: %{y} images<extra></extra>"))
-    hist.update_layout(height=260, xaxis_title="IWAE − ELBO per image (nats)",
-                       yaxis_title="images", plot_bgcolor="white",
-                       margin=dict(l=10, r=10, t=10, b=10))
+    hist = gap_histogram(bounds.gap)
     st.plotly_chart(hist, key="iwae_hist")
     ui.download_figure(hist, f"{path.name}-iwae-gap-histogram", "dl_iwae_hist")
     if len(bounds.gap):

@@ -4,50 +4,19 @@ samples; a traversal grid (one row per dimension, -3..3, rows ordered by KL)."""
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 from app import teaching as ui
 from explorer.diagnostics import latent_health
-from explorer.export import image_png
-from explorer.generation import interpolate, manifold_grid, prior_samples, tile, traversal
-from explorer.lesson_figures import lesson_map
+from explorer.generation import default_span, encode_means, interpolate, prior_samples, traversal
+from explorer.lesson_figures import manifold_figure
 
 SEED_KEY = "gen_seed"
 
 
 def reseed() -> None:
     st.session_state[SEED_KEY] = int(st.session_state.get(SEED_KEY, 0)) + 1
-
-
-def encode(run, images, indices: list[int]) -> np.ndarray:
-    with torch.no_grad():
-        mu, _ = run.model.encode(images[indices])
-    return mu.numpy()
-
-
-def manifold_figure(run, latents, dims: tuple[int, int], n: int, span: float,
-                    base: np.ndarray) -> tuple[go.Figure, np.ndarray]:
-    xs, ys, grid = manifold_grid(run.model, dims, n, (-span, span), (-span, span), base)
-    picture = tile(grid, pad=0)  # (n*H, n*W[, C]), row 0 = top = largest y
-    uri = "data:image/png;base64," + base64.b64encode(image_png(picture)).decode("ascii")
-    mu = latents["mu"]
-    fig = lesson_map(np.column_stack([mu[:, dims[0]], mu[:, dims[1]]]), latents["labels"],
-                     run.info.class_names, "raw", height=560)
-    step = (2 * span) / (n - 1)
-    fig.add_layout_image(dict(source=uri, xref="x", yref="y", x=-span - step / 2,
-                              y=span + step / 2, sizex=2 * span + step, sizey=2 * span + step,
-                              sizing="stretch", layer="below", opacity=1.0))
-    fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(mode="markers"))
-    fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step],
-                                 showgrid=False),
-                      yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step],
-                                 showgrid=False))
-    return fig, grid
 
 
 def main() -> None:
@@ -90,15 +59,16 @@ def main() -> None:
             d2 = c2.selectbox("y axis", range(dim), index=order[1], key="gen_dy",
                               format_func=lambda j: f"z{j}")
             n = c3.slider("Grid points per side", 5, 25, 15, key="gen_n")
-            default_span = 3.0 if run.model.is_vae else min(100.0, float(
-                np.ceil(np.abs(latents["mu"][:, [d1, d2]]).max())))
-            span = c4.number_input("Half-width of the grid", 0.5, 100.0, default_span, 0.5,
-                                   key=f"gen_span_{run.model.is_vae}")
+            span = c4.number_input("Half-width of the grid", 0.5, 100.0,
+                                   default_span(latents["mu"], (d1, d2), run.model.is_vae),
+                                   0.5, key=f"gen_span_{run.model.is_vae}")
             if d1 == d2:
                 st.warning("Pick two different dimensions for the axes.")
             else:
                 base = np.zeros(dim, np.float32)
-                fig, grid = manifold_figure(run, latents, (d1, d2), n, float(span), base)
+                fig, grid = manifold_figure(run.model, latents["mu"], latents["labels"],
+                                            run.info.class_names, (d1, d2), n, float(span),
+                                            base)
                 st.plotly_chart(fig, key="gen_manifold")
                 rest = "" if dim == 2 else " The other dimensions are held at 0 (the prior mean)."
                 st.caption(f"Each tile is decode(z) at its grid position; the dots are the test "
@@ -117,7 +87,7 @@ def main() -> None:
             b = int(c2.number_input("To test sample", 0, n_img - 1,
                                     (default_a + 1) % n_img, key="gen_b"))
             steps = c3.slider("Steps", 3, 16, 10, key="gen_steps")
-            za, zb = encode(run, images, [a, b])
+            za, zb = encode_means(run.model, images[[a, b]])
             rows = []
             for method in ("lerp", "slerp"):
                 _, imgs = interpolate(run.model, za, zb, steps, method)
@@ -148,13 +118,11 @@ def main() -> None:
         base = np.zeros(dim, np.float32)
         if start.startswith("the selected") and images is not None:
             index = int(st.session_state.get(ui.SAMPLE_KEY, 0)) % len(images)
-            base = encode(run, images, [index])[0]
+            base = encode_means(run.model, images[[index]])[0]
         dims = order[:rows_n]
         values, trav = traversal(run.model, base, dims, np.linspace(-3, 3, cols_n))
         ui.show_grid(trav, cols=cols_n)
-        key = "mean KL" if health.is_vae else "Var μ"
-        score = health.kl_per_dim if health.is_vae else health.mu_variance
-        labels = ", ".join(f"z{j} ({key} {score[j]:.2f})" for j in dims)
+        labels = health.describe_dims(dims)
         st.caption(f"Row r sweeps one dimension from −3 to 3 ({cols_n} values), the others "
                    f"fixed. Rows ordered by information: {labels}. Dead dimensions change "
                    f"nothing along their row.")

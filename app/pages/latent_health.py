@@ -3,17 +3,14 @@ dead dimensions flagged, plain-language warnings, and the run's summary as JSON.
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
-import torch
-from plotly.subplots import make_subplots
 
 from app import shared as app_shared
 from app import teaching as ui
 from explorer import export
-from explorer.diagnostics import ACTIVE_THRESHOLD, latent_health, reconstruction_spread
-from explorer.generation import decode_images
+from explorer.diagnostics import ACTIVE_THRESHOLD, run_health
 from explorer.iwae import estimate_bounds
+from explorer.lesson_charts import latent_health_figure
 from explorer.runs import file_stamp
 from training import rundir
 from training.data import DataError
@@ -26,39 +23,11 @@ SUMMARY_K, SUMMARY_N = 100, 250
 def health_of(path: str, _stamp: float):
     run = app_shared.get_run(path)
     latents = app_shared.get_latents(path)
-    spread = None
     try:
         x = app_shared.get_test_images(path)[:SPREAD_IMAGES]
-        with torch.no_grad():
-            mu, _ = run.model.encode(x)
-        spread = reconstruction_spread(x.numpy(), decode_images(run.model, mu.numpy()))
     except DataError:  # data set unavailable: the spread check is skipped ("n/a")
-        spread = None
-    return latent_health(latents["mu"], latents.get("logvar"), spread)
-
-
-def dims_figure(health) -> go.Figure:
-    names = [f"z{j}" for j in range(health.latent_dim)]
-    colours = ["#e15759" if d else "#f28e2b" if w else "#4e79a7"
-               for d, w in zip(health.dead, health.weak, strict=True)]
-    rows = 2 if health.is_vae else 1
-    titles = (["mean KL per dimension (nats)"] if health.is_vae else []) + \
-        ["Var over the data of μ_j(x)"]
-    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=titles,
-                        vertical_spacing=0.12)
-    if health.is_vae:
-        fig.add_bar(x=names, y=health.kl_per_dim, marker_color=colours, row=1, col=1,
-                    name="KL", hovertemplate="%{x}: %{y:.3f} nats<extra></extra>")
-    fig.add_bar(x=names, y=health.mu_variance, marker_color=colours, row=rows, col=1,
-                name="Var μ", hovertemplate="%{x}: %{y:.4f}<extra></extra>")
-    fig.add_hline(y=ACTIVE_THRESHOLD, line=dict(color="#e15759", dash="dot"), row=rows, col=1,
-                  annotation_text=f"active above {ACTIVE_THRESHOLD}",
-                  annotation_position="top right")
-    fig.update_yaxes(type="log", row=rows, col=1)
-    fig.update_layout(height=230 * rows + 40, showlegend=False, plot_bgcolor="white",
-                      margin=dict(l=10, r=10, t=30, b=10), bargap=0.2)
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
+        x = None
+    return run_health(run.model, latents["mu"], latents.get("logvar"), x)
 
 
 def main() -> None:
@@ -93,7 +62,7 @@ def main() -> None:
                    "vary with the input.", icon=":material/check_circle:")
     if not health.is_vae:
         st.info("A plain autoencoder has no KL term, so only the variance test applies.")
-    fig = dims_figure(health)
+    fig = latent_health_figure(health)
     st.plotly_chart(fig, key="health_dims")
     st.caption("Blue: active. Red: dead (Var μ_j ≤ 0.01: the code ignores this dimension). "
                "Orange: active but weak (mean KL below 0.01 nats: almost no information). "

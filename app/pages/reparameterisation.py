@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 from app import teaching as ui
-from explorer.generation import reparam_draws
+from explorer.generation import enlarge, image_hwc, posterior, reparam_draws
 from explorer.inference import available_projections, map_coords, place_on_map
-from explorer.lesson_figures import lesson_map
+from explorer.lesson_figures import reparam_map, reparam_zoom
 
 EPS_KEY = "reparam_eps_seed"
 MAX_TABLE_DIMS = 16
@@ -34,9 +32,8 @@ def main() -> None:
     if opened is None:
         return
     path, run, latents, images, index = opened
-    with torch.no_grad():
-        mu_t, logvar_t = run.model.encode(images[index:index + 1])
-    mu, logvar = mu_t[0].numpy(), logvar_t[0].numpy()
+    mus, logvars = posterior(run.model, images[index:index + 1])
+    mu, logvar = mus[0], logvars[0]
     seed = int(st.session_state.get(EPS_KEY, 0))
     c1, c2 = st.columns([1, 3])
     c1.button("Draw a new ε", key="new_eps", on_click=new_eps, type="primary",
@@ -58,14 +55,13 @@ def main() -> None:
             st.caption(f"First {dims} of {len(mu)} dimensions.")
         st.latex(r"z = \mu + \sigma \odot \varepsilon,\quad \varepsilon \sim \mathcal{N}(0, I)")
         p1, p2, p3 = st.columns(3)
-        p1.image(ui.big(ui.image_of(images[index])), caption="input x", width="stretch",
+        p1.image(enlarge(image_hwc(images[index])), caption="input x", width="stretch",
                  output_format="PNG")
-        p2.image(ui.big(ui.image_of(one.mean_image)), caption="decode(μ)", width="stretch",
+        p2.image(enlarge(image_hwc(one.mean_image)), caption="decode(μ)", width="stretch",
                  output_format="PNG")
-        p3.image(ui.big(ui.image_of(one.images[0])), caption=f"decode(z), ε #{seed}",
+        p3.image(enlarge(image_hwc(one.images[0])), caption=f"decode(z), ε #{seed}",
                  width="stretch", output_format="PNG")
-        change = float(np.abs(one.images[0] - one.mean_image).mean())
-        st.caption(f"decode(z) differs from decode(μ) by {change:.3f} per pixel on average "
+        st.caption(f"decode(z) differs from decode(μ) by {one.change():.3f} per pixel on average "
                    f"(grey levels 0..1). Draw a new ε: z moves, and so does the image.")
     with left:
         st.subheader("Where z lands")
@@ -73,18 +69,8 @@ def main() -> None:
         coords = map_coords(latents, projection)
         points = place_on_map(np.concatenate([mu[None], z[None], many.z]), latents, projection)
         sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
-        fig = lesson_map(
-            coords, latents["labels"], run.info.class_names, projection, rings=[index],
-            ellipse=(points[0], sigmas) if sigmas is not None else None, height=440,
-            legend=sigmas is None,
-            markers=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
-                      "name": f"z (ε #{seed})", "symbol": "star", "colour": "#d62728"}])
-        fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name="other draws",
-                        marker=dict(size=7, symbol="x", color="#444"),
-                        hovertemplate="another draw of z<extra></extra>")
-        fig.add_scatter(x=[points[0, 0], points[1, 0]], y=[points[0, 1], points[1, 1]],
-                        mode="lines", name="σ·ε", line=dict(color="#d62728", width=2),
-                        hoverinfo="skip")
+        fig = reparam_map(coords, latents["labels"], run.info.class_names, projection, index,
+                          points, sigmas, seed)
         if sigmas is None:
             st.plotly_chart(fig, key="reparam_map")
             st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws "
@@ -97,13 +83,7 @@ def main() -> None:
                 st.caption(f"The whole map: ○ μ of sample {index}.")
                 ui.download_figure(fig, f"{path.name}-reparameterisation-{index}",
                                    "dl_reparam_map")
-            half = 3.0 * float(sigmas.max())
-            zoom = go.Figure(fig)
-            zoom.update_layout(
-                xaxis=dict(range=[points[0, 0] - half, points[0, 0] + half]),
-                yaxis=dict(range=[points[0, 1] - half, points[0, 1] + half]))
-            zoom.update_traces(marker=dict(size=22), selector=dict(name=f"z (ε #{seed})"))
-            zoom.update_traces(marker=dict(size=9), selector=dict(name="other draws"))
+            zoom = reparam_zoom(fig, points[0], sigmas, seed)
             with close:
                 st.plotly_chart(zoom, key="reparam_zoom")
                 st.caption(f"Zoomed to μ ± 3σ: ★ z = μ + σ·ε, red line σ·ε, × {n_draws} more "
@@ -112,10 +92,9 @@ def main() -> None:
                                    "dl_reparam_zoom")
     st.subheader(f"{n_draws} draws of z ~ q(z|x), decoded")
     ui.show_grid(many.images, cols=min(16, n_draws))
-    spread = float(many.images.std(axis=0).mean()) if n_draws > 1 else 0.0
     st.caption(f"Each image is decode(μ + σ·ε) for its own ε. Pixel standard deviation across "
-               f"the draws: {spread:.3f} on average: the posterior's spread, seen in image "
-               f"space. A confident encoder (small σ) gives near-identical images.")
+               f"the draws: {many.pixel_spread:.3f} on average: the posterior's spread, seen "
+               f"in image space. A confident encoder (small σ) gives near-identical images.")
     ui.download_images(many.images, f"{path.name}-posterior-draws-{index}", "dl_reparam_draws")
 
 

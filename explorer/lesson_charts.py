@@ -1,0 +1,136 @@
+"""Plotly charts of the lesson pages' numbers (everything that is not the latent map,
+which is :mod:`explorer.lesson_figures`): the rate-distortion plane of runs trained with
+different beta and their warm-up curves, the IWAE-vs-ELBO curve of one image and the
+histogram of the gap over the test set, and the per-dimension bars of latent health.
+
+Every function takes plain results of :mod:`explorer.compare`, :mod:`explorer.iwae` or
+:mod:`explorer.diagnostics` and returns a ``go.Figure``; values are in nats per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from explorer.compare import RatePoint
+from explorer.diagnostics import ACTIVE_THRESHOLD, LatentHealth
+from explorer.figures import PALETTE
+
+CurvePoint = tuple[int, float, float]  # (K, ELBO, E[IWAE_K]) as explorer.iwae.sample_curve
+WARMUP_PANELS = (("beta", "β used in the objective"), ("test_kl", "test KL (rate), nats"),
+                 ("test_recon", "test reconstruction, nats"))
+
+
+def rate_distortion_figure(points: Sequence[RatePoint]) -> go.Figure:
+    """One marker per run at (rate = test KL, distortion = test reconstruction), ◆ for
+    runs trained with KL warm-up, over dotted lines of equal −ELBO (recon + KL)."""
+    fig = go.Figure()
+    rates = np.array([p.rate for p in points])
+    dists = np.array([p.distortion for p in points])
+    # iso-ELBO lines: recon + KL = const
+    lo, hi = float(rates.min()), float(rates.max())
+    pad = max(1.0, 0.15 * (hi - lo))
+    xs = np.array([max(0.0, lo - pad), hi + pad])
+    for level in np.unique(np.round(dists + rates, -1)):
+        fig.add_scatter(x=xs, y=level - xs, mode="lines", showlegend=False, hoverinfo="skip",
+                        line=dict(color="#ccc", dash="dot", width=1))
+        fig.add_annotation(x=xs[1], y=level - xs[1], text=f"−ELBO {level:.0f}",
+                           showarrow=False, font=dict(size=10, color="#999"), xanchor="left")
+    for i, p in enumerate(points):
+        fig.add_scatter(
+            x=[p.rate], y=[p.distortion], mode="markers+text", name=p.name,
+            text=[f"β={p.beta:g}"], textposition="top center",
+            marker=dict(size=16, color=PALETTE[i % len(PALETTE)],
+                        symbol="diamond" if p.kl_warmup else "circle",
+                        line=dict(color="white", width=1)),
+            hovertemplate=(f"<b>{p.name}</b><br>β={p.beta:g}, warm-up {p.kl_warmup} epochs, "
+                           f"z={p.latent_dim}<br>rate (KL) %{{x:.2f}} nats<br>distortion "
+                           f"(recon) %{{y:.2f}} nats<br>active units {p.active_units}"
+                           "<extra></extra>"))
+    fig.update_layout(height=440, plot_bgcolor="white", margin=dict(l=10, r=60, t=10, b=10),
+                      xaxis_title="rate: KL(q(z|x) ‖ p(z)), nats per sample",
+                      yaxis_title="distortion: reconstruction, nats per sample",
+                      legend=dict(title="run"))
+    fig.update_xaxes(gridcolor="#eee", range=[xs[0], xs[1] * 1.1])
+    fig.update_yaxes(gridcolor="#eee", range=[dists.min() - pad * 0.8 - 2,
+                                             dists.max() + pad * 0.8 + 2])
+    return fig
+
+
+def warmup_figure(curves: dict[str, dict[str, list[float]]]) -> go.Figure:
+    """Three panels per epoch (β used, test KL, test reconstruction), one line per run;
+    ``curves`` maps run names to :func:`explorer.compare.warmup_curve` columns."""
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
+                        subplot_titles=[title for _, title in WARMUP_PANELS])
+    for i, (name, c) in enumerate(curves.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        for col, (key, _) in enumerate(WARMUP_PANELS, start=1):
+            fig.add_scatter(x=c["epoch"], y=c[key], mode="lines+markers", name=name,
+                            legendgroup=name, showlegend=col == 1,
+                            line=dict(color=colour), marker=dict(size=4),
+                            hovertemplate=f"epoch %{{x}}: %{{y:.3f}}<extra>{name}</extra>",
+                            row=1, col=col)
+    fig.update_layout(height=320, plot_bgcolor="white", margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="epoch", gridcolor="#eee")
+    fig.update_yaxes(gridcolor="#eee")
+    return fig
+
+
+def iwae_curve_figure(points: Sequence[CurvePoint], k: int) -> go.Figure:
+    """IWAE_K against K (log axis) next to the ELBO, a dotted line at the chosen ``k``."""
+    ks = [p[0] for p in points]
+    fig = go.Figure()
+    fig.add_scatter(x=ks, y=[p[2] for p in points], mode="lines+markers", name="IWAE_K",
+                    line=dict(color="#4e79a7", width=3),
+                    hovertemplate="K=%{x}: %{y:.2f} nats<extra>IWAE</extra>")
+    fig.add_scatter(x=ks, y=[p[1] for p in points], mode="lines", name="ELBO",
+                    line=dict(color="#e15759", dash="dash"),
+                    hovertemplate="K=%{x}: %{y:.2f} nats<extra>ELBO</extra>")
+    fig.add_vline(x=k, line=dict(color="#999", dash="dot"))
+    fig.update_layout(height=340, xaxis=dict(type="log", title="K (importance samples)"),
+                      yaxis_title="nats (higher = tighter bound)", plot_bgcolor="white",
+                      margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", y=1.1, x=1, xanchor="right"))
+    fig.update_xaxes(gridcolor="#eee")
+    fig.update_yaxes(gridcolor="#eee")
+    return fig
+
+
+def gap_histogram(gap: np.ndarray) -> go.Figure:
+    """Histogram of IWAE − ELBO per test image (nats)."""
+    fig = go.Figure(go.Histogram(x=gap, nbinsx=40, marker_color="#4e79a7",
+                                 hovertemplate="gap %{x}: %{y} images<extra></extra>"))
+    fig.update_layout(height=260, xaxis_title="IWAE − ELBO per image (nats)",
+                      yaxis_title="images", plot_bgcolor="white",
+                      margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
+def latent_health_figure(health: LatentHealth) -> go.Figure:
+    """Bars per latent dimension: mean KL (a VAE only) above Var_x[μ_j(x)] on a log axis
+    with the activity threshold; red = dead, orange = weak, blue = active."""
+    names = [f"z{j}" for j in range(health.latent_dim)]
+    colours = ["#e15759" if d else "#f28e2b" if w else "#4e79a7"
+               for d, w in zip(health.dead, health.weak, strict=True)]
+    rows = 2 if health.is_vae else 1
+    titles = (["mean KL per dimension (nats)"] if health.is_vae else []) + \
+        ["Var over the data of μ_j(x)"]
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=titles,
+                        vertical_spacing=0.12)
+    if health.is_vae:
+        fig.add_bar(x=names, y=health.kl_per_dim, marker_color=colours, row=1, col=1,
+                    name="KL", hovertemplate="%{x}: %{y:.3f} nats<extra></extra>")
+    fig.add_bar(x=names, y=health.mu_variance, marker_color=colours, row=rows, col=1,
+                name="Var μ", hovertemplate="%{x}: %{y:.4f}<extra></extra>")
+    fig.add_hline(y=ACTIVE_THRESHOLD, line=dict(color="#e15759", dash="dot"), row=rows, col=1,
+                  annotation_text=f"active above {ACTIVE_THRESHOLD}",
+                  annotation_position="top right")
+    fig.update_yaxes(type="log", row=rows, col=1)
+    fig.update_layout(height=230 * rows + 40, showlegend=False, plot_bgcolor="white",
+                      margin=dict(l=10, r=10, t=30, b=10), bargap=0.2)
+    fig.update_yaxes(gridcolor="#eee")
+    return fig
