@@ -1,10 +1,13 @@
 """The explorer app's logic (no Streamlit here).
 
 Main page: ``runs`` (listing run folders), ``inference`` (encoding, ELBO terms, map
-placement), ``live`` (slider decoding), ``figures`` (Plotly figures), ``uploads`` (user
-images), ``server`` (a Streamlit server for tests and benchmarks). Lessons: ``iwae``,
-``diagnostics``, ``generation``, ``compare``, ``export``, ``jobs``, ``lesson_figures``.
+placement), ``npmodel`` (the model in NumPy), ``live`` (slider decoding), ``figures``
+(Plotly figures and PNGs), ``uploads`` (user images), ``server`` (a Streamlit server for
+tests and benchmarks). Lessons: ``iwae``, ``diagnostics``, ``generation``, ``compare``,
+``export``, ``jobs``, ``lesson_figures`` (latent maps), ``lesson_charts`` (the other
+charts).
 
-``streamlit_app.py`` and ``pages/*.py`` are thin UIs over these modules, which are unit
+The UI in ``app/`` (``app/main_page.py``, the lesson and Train pages in ``app/pages/``,
+listed by ``streamlit_app.py``) only lays out widgets over these modules, which are unit
 tested without a browser or a Streamlit server.
 """

@@ -25,7 +25,6 @@ from typing import Any
 
 from training.config import DATASETS, MODELS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LIMITS = {"latent_dim": (1, 512), "epochs": (1, 1000), "kl_warmup": (0, 1000)}
 MAX_BETA = 1000.0
@@ -167,11 +166,12 @@ def start_job(options: TrainOptions, runs_dir: str | Path,
     run_dir = runs_dir / options.name
     log_path = folder / f"{options.name}.log"
     argv = options.argv(run_dir)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(
-                   [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    # ``python -m training`` finds the installed package; the process runs in the app's
+    # working directory, so relative paths (runs folder, folder:PATH, data) mean the same
+    # to both.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     job = TrainJob(name=options.name, run_dir=str(run_dir), log_path=str(log_path),
                    pid=process.pid, argv=argv, epochs=options.epochs, started=time.time(),

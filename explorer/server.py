@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -49,7 +50,7 @@ class StreamlitServer:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
-        self._log = None
+        self._log: BinaryIO | None = None  # the log file while running
 
     @property
     def url(self) -> str:
@@ -63,9 +64,10 @@ class StreamlitServer:
                "--server.fileWatcherType", "none", *self.args]
         if self.script_args:
             cmd += ["--", *self.script_args]
-        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self._log = open(self.log_path, "wb") if self.log_path else None
         self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env,
+                                     stdout=subprocess.DEVNULL if self._log is None else self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.wait_healthy()
@@ -100,7 +102,7 @@ class StreamlitServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        if self._log not in (None, subprocess.DEVNULL):
+        if self._log is not None:
             self._log.close()
         self._log = None
 

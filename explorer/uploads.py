@@ -131,8 +131,9 @@ def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
 
     planes = [arr] if arr.ndim == 2 else [arr[:, :, c] for c in range(arr.shape[2])]
     out = [np.asarray(Image.fromarray(p.astype(np.float32), mode="F")
-                      .resize((width, height), Image.BOX if p.shape[0] >= height else
-                              Image.BILINEAR), dtype=np.float32) for p in planes]
+                      .resize((width, height), Image.Resampling.BOX if p.shape[0] >= height
+                              else Image.Resampling.BILINEAR), dtype=np.float32)
+           for p in planes]
     return np.clip(out[0] if arr.ndim == 2 else np.stack(out, axis=2), 0.0, 1.0)
 
 
@@ -158,7 +159,7 @@ def prepare_upload(data: bytes, image_shape: tuple[int, int, int], invert: bool 
         raise UploadError(f"the file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. "
                           f"A small image is plenty: it is shrunk to {height}×{width} pixels")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > max_pixels:
             raise UploadError(f"the image is {w}×{h} = {w * h / 1e6:.0f} megapixels; the limit "
@@ -167,9 +168,10 @@ def prepare_upload(data: bytes, image_shape: tuple[int, int, int], invert: bool 
         if w < 1 or h < 1:
             raise UploadError(f"the image has no pixels ({w}×{h})")
         notes = []
-        if getattr(img, "n_frames", 1) > 1:
+        frames = int(getattr(img, "n_frames", 1))  # only multi-frame formats have it
+        if frames > 1:
             img.seek(0)
-            notes.append(f"first of {img.n_frames} frames used")
+            notes.append(f"first of {frames} frames used")
         img.load()
         img = ImageOps.exif_transpose(img) or img
     except UploadError:
