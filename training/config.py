@@ -116,13 +116,13 @@ class TrainConfig:
                 problems.append(f"{name.replace('_', '-')} must be at least 1, got {value}")
         if self.channels not in (1, 3):
             problems.append(f"channels must be 1 or 3, got {self.channels}")
-        for name, value in {"lr": self.lr, "gaussian-sigma": self.gaussian_sigma}.items():
-            if not value > 0:
-                problems.append(f"{name} must be positive, got {value}")
-        for name, value in {"beta": self.beta, "free-bits": self.free_bits,
-                            "weight-decay": self.weight_decay}.items():
-            if not value >= 0:
-                problems.append(f"{name} must be zero or positive, got {value}")
+        for name, number in {"lr": self.lr, "gaussian-sigma": self.gaussian_sigma}.items():
+            if not number > 0:
+                problems.append(f"{name} must be positive, got {number}")
+        for name, number in {"beta": self.beta, "free-bits": self.free_bits,
+                             "weight-decay": self.weight_decay}.items():
+            if not number >= 0:
+                problems.append(f"{name} must be zero or positive, got {number}")
         if self.kl_warmup < 0:
             problems.append(f"kl-warmup must be zero or positive, got {self.kl_warmup}")
         if not 0 < self.test_fraction < 1:

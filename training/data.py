@@ -43,7 +43,8 @@ class DataSplit:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.train_x.shape[1:]
+        return int(channels), int(height), int(width)
 
 
 def _shuffled_split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int) -> tuple:
@@ -65,9 +66,10 @@ def _as_tensors(split: DataSplit) -> DataSplit:
     """The same split as torch tensors sharing the arrays' memory (no copy)."""
     import torch
 
-    return DataSplit(*(torch.from_numpy(a) for a in (split.train_x, split.train_y,
-                                                     split.test_x, split.test_y)),
-                     split.class_names)
+    return DataSplit(torch.from_numpy(np.asarray(split.train_x)),
+                     torch.from_numpy(np.asarray(split.train_y)),
+                     torch.from_numpy(np.asarray(split.test_x)),
+                     torch.from_numpy(np.asarray(split.test_y)), split.class_names)
 
 
 def load_mnist5k(seed: int = 0, numpy: bool = False) -> DataSplit:
@@ -195,8 +197,9 @@ def load_folder(path: str | os.PathLike, image_size: int = 28, channels: int = 1
     for i, file in enumerate(files):
         try:
             with Image.open(file) as img:
-                img = img.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) / 255.0
+                resized = img.convert(mode).resize((image_size, image_size),
+                                                   Image.Resampling.BILINEAR)
+                arr = np.asarray(resized, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"folder data set: cannot read image {file}: {exc}") from exc
         images[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)

@@ -9,6 +9,7 @@ are missing (a complete run directory is never retrained or overwritten).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,7 @@ def train_demo_runs(runs_dir: str | Path = "runs", only: list[str] | None = None
         resume = (run_dir / rundir.STATE_FILE).is_file()
         log(f"{name}: {'resuming' if resume else 'training'} -> {run_dir}")
         train(demo_config(name), run_dir, resume=resume, log=log,
-              progress=(lambda row, n=name: progress(n, row)) if progress else None)
+              progress=functools.partial(progress, name) if progress else None)
     return out
 
 

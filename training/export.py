@@ -139,9 +139,6 @@ def export_run(run_dir: str | Path, force: bool = False) -> bool:
     weights_sha = loaded.weights_meta["weights_sha256"]
     if not force and rundir.onnx_problem(run_dir, weights_sha) is None:
         return False
-    from training.model import VAE
-
-    assert isinstance(loaded.model, VAE)
     write_graphs(run_dir, export_graphs(loaded.model), weights_sha,
                  loaded.weights_meta.get("epoch"))
     return True

@@ -26,7 +26,7 @@ def recompute_latents(run_dir: str | os.PathLike,
     arrays. ``with_tsne`` defaults to the run's own ``tsne`` setting. Raises
     :class:`training.rundir.RunDirError` (bad run) or :class:`training.data.DataError`."""
     from training.data import load_dataset
-    from training.trainer import EVAL_SEED_OFFSET, evaluate, latent_arrays
+    from training.trainer import EVAL_SEED_OFFSET, as_tensor, evaluate, latent_arrays
 
     run = rundir.load_run(run_dir)
     config = run.info.config
@@ -36,9 +36,9 @@ def recompute_latents(run_dir: str | os.PathLike,
         raise rundir.RunDirError(Path(run_dir) / rundir.CONFIG_FILE,
                                  f"the data set now has images of shape {data.image_shape}, "
                                  f"the run was trained on {run.info.image_shape}")
-    result = evaluate(run.model, data.test_x, config, torch.device("cpu"),
+    result = evaluate(run.model, as_tensor(data.test_x), config, torch.device("cpu"),
                       config.seed + EVAL_SEED_OFFSET)
-    arrays = latent_arrays(result, data.test_y, config,
+    arrays = latent_arrays(result, as_tensor(data.test_y), config,
                            with_tsne=config.tsne if with_tsne is None else with_tsne)
     rundir.write_latents(run_dir, arrays)
     return arrays

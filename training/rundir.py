@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from training.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
+
+    from training.model import VAE
 
 FORMAT = "vae-latent-explorer/run"
 FORMAT_VERSION = 1
@@ -207,8 +209,18 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
     return sha
 
 
+@overload
+def load_weights(path: str | os.PathLike, framework: Literal["pt"] = "pt"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]: ...
+
+
+@overload
+def load_weights(path: str | os.PathLike, framework: Literal["np"]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]: ...
+
+
 def load_weights(path: str | os.PathLike, framework: str = "pt"
-                 ) -> tuple[dict[str, torch.Tensor] | dict[str, np.ndarray], dict[str, str]]:
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Read and verify a safetensors file as torch tensors (``framework="pt"``) or NumPy
     arrays (``"np"``, no torch import). Raises :class:`RunDirError` naming the file."""
     from safetensors import safe_open
@@ -305,7 +317,7 @@ def read_config(run_dir: str | os.PathLike) -> RunInfo:
         if len(shape) != 3:
             raise ValueError(f"image_shape must be [C, H, W], got {list(shape)}")
         return RunInfo(
-            config=config, image_shape=shape,  # type: ignore[arg-type]
+            config=config, image_shape=(shape[0], shape[1], shape[2]),
             class_names=[str(c) for c in data.get("class_names", [])],
             num_train=int(data.get("num_train", 0)), num_test=int(data.get("num_test", 0)),
             status=str(raw.get("status", "complete")),
@@ -347,7 +359,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def write_latents(run_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(Path(run_dir) / LATENTS_FILE) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stub fears allow_pickle=<array>
 
 
 def read_latents(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -543,7 +555,7 @@ def onnx_problem(run_dir: str | os.PathLike, weights_sha: str) -> str | None:
 class LoadedRun:
     path: Path
     info: RunInfo
-    model: torch.nn.Module
+    model: VAE
     weights_meta: dict[str, str]
 
     @property
@@ -551,7 +563,7 @@ class LoadedRun:
         return self.info.config
 
 
-def build_model(info: RunInfo) -> torch.nn.Module:
+def build_model(info: RunInfo) -> VAE:
     from training.model import VAE
 
     return VAE.from_config(info.config, info.image_shape)

@@ -37,6 +37,7 @@ from torch import nn
 from training import rundir
 from training.config import TrainConfig
 from training.data import DataSplit, load_dataset
+from training.export import OnnxGraphs, export_graphs, write_graphs
 from training.loss import beta_at, elbo_terms, kl_per_dim
 from training.model import VAE
 
@@ -192,15 +193,21 @@ def latent_arrays(result: EvalResult, labels: torch.Tensor, config: TrainConfig,
     from training.projection import fit_pca, tsne
 
     pca, pca_mean, pca_components = fit_pca(result.mu)
-    arrays = {"mu": result.mu.astype(np.float32), "labels": labels.numpy().astype(np.int64),
-              "recon": result.recon.astype(np.float32), "kl": result.kl.astype(np.float32),
-              "pca": pca, "pca_mean": pca_mean, "pca_components": pca_components}
+    arrays: dict[str, np.ndarray] = {
+        "mu": result.mu.astype(np.float32), "labels": labels.numpy().astype(np.int64),
+        "recon": result.recon.astype(np.float32), "kl": result.kl.astype(np.float32),
+        "pca": pca, "pca_mean": pca_mean, "pca_components": pca_components}
     if result.logvar is not None:
         arrays["logvar"] = result.logvar.astype(np.float32)
     if with_tsne and config.latent_dim > 2 and len(result.mu) >= 5:
         arrays["tsne"] = tsne(result.mu, config.tsne_perplexity, seed=config.seed,
                               n_jobs=max(1, torch.get_num_threads()))
     return arrays
+
+
+def as_tensor(values: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A data set's tensor (data sets load as NumPy arrays only when asked to)."""
+    return values if isinstance(values, torch.Tensor) else torch.from_numpy(values)
 
 
 def lr_at(epoch_progress: float, config: TrainConfig) -> float:
@@ -398,24 +405,23 @@ def wrap_for_ddp(model: VAE, n_train: int, config: TrainConfig, dist: DistInfo,
 
     # the only buffer (the fixed log-sigma) never changes: no broadcast per forward; a
     # learned sigma unused by the bernoulli likelihood gets no gradient: tell DDP so
-    no_buffer_sync = ({"forward_sync_buffers": False}  # torch >= 2.15's name
-                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel)
-                      .parameters else {"broadcast_buffers": False})
+    new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_buffer_sync: dict[str, Any] = ({"forward_sync_buffers": False}  # torch >= 2.15's name
+                                      if new_name else {"broadcast_buffers": False})
     train_model = DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=config.learn_sigma and config.likelihood != "gaussian",
         **no_buffer_sync)
-    sampler = DistributedSampler(range(n_train), num_replicas=dist.world_size,
-                                 rank=dist.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n_train),  # type: ignore[arg-type]  # any sized sequence: it only takes len()
+        num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=config.seed)
     return train_model, sampler
 
 
-def export_onnx_or_warn(model: VAE, run_dir: Path) -> Any:
+def export_onnx_or_warn(model: VAE, run_dir: Path) -> OnnxGraphs | None:
     """``training.export.export_graphs(model)``, or None after a one-line warning on stderr
     when the export fails: the epoch's weights, the source of truth, are saved regardless,
     and ``python -m training.export`` can retry."""
-    from training.export import export_graphs
-
     try:
         return export_graphs(model)
     except Exception as exc:  # the exporter's error types vary; training must not be lost
@@ -452,7 +458,7 @@ class EpochLoop:
     flag: StopFlag = field(default_factory=StopFlag)
 
     def __post_init__(self) -> None:
-        self.train_x = self.data.train_x.to(self.device)  # in memory: batches are slices
+        self.train_x = as_tensor(self.data.train_x).to(self.device)  # batches are slices
         # host syncs: every batch on the CPU alone (free there, and exact about where a loss
         # went non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue
         # full) or under DDP
@@ -517,7 +523,7 @@ class EpochLoop:
         """Rank 0: evaluate on the test set, then write the epoch's files as one
         all-or-nothing group; the final epoch's group also holds the ONNX files."""
         config, run_dir = self.config, self.run_dir
-        result = evaluate(self.model, self.data.test_x, config, self.device,
+        result = evaluate(self.model, as_tensor(self.data.test_x), config, self.device,
                           config.seed + EVAL_SEED_OFFSET)
         train_recon, train_kl, train_obj = (done.sums / n_seen).tolist()
         row = {
@@ -534,7 +540,8 @@ class EpochLoop:
         self.metrics.append(row)
         final = epoch == config.epochs
         tensors = self.model.state_dict()
-        arrays = latent_arrays(result, self.data.test_y, config, with_tsne=final and config.tsne)
+        arrays = latent_arrays(result, as_tensor(self.data.test_y), config,
+                               with_tsne=final and config.tsne)
         state = {"epoch": epoch, "model": tensors, "optimizer": self.optimizer.state_dict(),
                  "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle_gen.get_state()}
         if self.device.type == "cuda":
@@ -550,8 +557,6 @@ class EpochLoop:
             rundir.save_train_state(run_dir, state)
             rundir.write_config(run_dir, self.info)
             if onnx_graphs is not None:
-                from training.export import write_graphs
-
                 write_graphs(run_dir, onnx_graphs, weights_sha, epoch)
         self.last_good = run_dir / rundir.WEIGHTS_FILE
         self.log(f"epoch {epoch:3d}/{config.epochs}  train recon {train_recon:7.2f} "
@@ -597,8 +602,6 @@ def finish_complete_run(model: VAE, run_dir: Path, info: rundir.RunInfo) -> None
     if rundir.onnx_problem(run_dir, weights_sha) is not None:
         onnx_graphs = export_onnx_or_warn(model, run_dir)
         if onnx_graphs is not None:
-            from training.export import write_graphs
-
             write_graphs(run_dir, onnx_graphs, weights_sha, info.epochs_completed)
 
 
@@ -634,6 +637,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     optimizer = make_optimizer(model, config)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
+    metrics: list[dict[str, Any]]
     start_epoch, metrics = 0, []
     if resume:
         start_epoch, metrics = restore_checkpoint(run_dir, model, optimizer, shuffle_gen, device)
