@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = config_from_args(args)
         out = Path(args.out) if args.out else default_out(config)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            parser.error(f"--out {out}: is a file, not a folder; give the name of a new "
+                         f"folder for the run")
+        if out.exists() and any(out.iterdir()):
             parser.error(f"--out {out}: already exists and is not empty; choose a new "
                          f"directory, or continue it with --resume {out}")
     try:
