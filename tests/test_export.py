@@ -179,6 +179,18 @@ def test_a_run_without_onnx_files_says_how_to_export_and_the_cli_fixes_it(tiny_r
     assert load_onnx_model(run).decode(np.zeros((1, 2))).shape == (1, 1, 8, 8)
 
 
+def test_a_complete_demo_run_from_before_onnx_export_gets_its_files(tiny_run, copy_run):
+    from training.demo import train_demo_runs
+
+    run = copy_run(tiny_run, "demo-vae-z2")  # complete: train_demo_runs never retrains it
+    for name in rundir.ONNX_FILES:
+        (run / name).unlink()
+    lines: list[str] = []
+    train_demo_runs(run.parent, only=["demo-vae-z2"], log=lines.append)
+    assert lines == ["demo-vae-z2: already trained, kept as it is; exported its ONNX files"]
+    assert load_onnx_model(run).latent_dim == 2
+
+
 def test_export_cli_refuses_bad_input_with_one_line_and_exit_2(tmp_path, tiny_run, capsys):
     assert export_main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err

@@ -3,7 +3,8 @@ same backbone, a VAE with a larger latent space, and a beta = 4 VAE of that size
 warm-up and a deeper decoder (dead dimensions), so the app can contrast them.
 
 ``python -m training.demo [--runs-dir runs] [--only NAME ...]`` trains whichever of them
-are missing (a complete run directory is never retrained or overwritten).
+are missing (a complete run directory is never retrained or overwritten; one trained
+before ONNX export gets its ONNX files).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def train_demo_runs(runs_dir: str | Path = "runs", only: list[str] | None = None
                     log: Callable[[str], None] = print,
                     progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[Path]:
     """Train the missing demo runs into ``runs_dir``; returns their directories."""
+    from training.export import export_run
     from training.trainer import train
 
     runs_dir = Path(runs_dir)
@@ -56,7 +58,9 @@ def train_demo_runs(runs_dir: str | Path = "runs", only: list[str] | None = None
         run_dir = runs_dir / name
         out.append(run_dir)
         if is_complete(run_dir):
-            log(f"{name}: already trained, kept as it is")
+            exported = export_run(run_dir)  # only when its ONNX files are missing or stale
+            log(f"{name}: already trained, kept as it is"
+                f"{'; exported its ONNX files' if exported else ''}")
             continue
         resume = (run_dir / rundir.STATE_FILE).is_file()
         log(f"{name}: {'resuming' if resume else 'training'} -> {run_dir}")
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except rundir.RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
