@@ -25,10 +25,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from training.data import DataSplit, load_dataset
 from training.export import OnnxGraphs, export_graphs, write_graphs
 from training.loss import beta_at, elbo_terms, kl_per_dim
 from training.model import VAE
+
+if TYPE_CHECKING:
+    from torch.utils.data.distributed import DistributedSampler
 
 EVAL_BATCH = 1000
 SYNC_EVERY = 16  # batches between host syncs (loss finite? stop requested?) on GPU / DDP
@@ -75,7 +78,7 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def stop_on_signals(flag: StopFlag):
+def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     """Install the flag's handler for SIGINT and SIGTERM (main thread only)."""
     import threading
 
@@ -393,7 +396,7 @@ def new_run_info(config: TrainConfig, data: DataSplit, run_dir: Path, start_epoc
 
 
 def wrap_for_ddp(model: VAE, n_train: int, config: TrainConfig, dist: DistInfo,
-                 device: torch.device) -> tuple[nn.Module, Any]:
+                 device: torch.device) -> tuple[nn.Module, DistributedSampler[int] | None]:
     """The module the training step calls (``model`` or its DistributedDataParallel wrapper)
     and, under DDP, the DistributedSampler that splits the epoch's order between ranks."""
     if not dist.enabled:
@@ -448,7 +451,7 @@ class EpochLoop:
     train_model: nn.Module  # model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     shuffle_gen: torch.Generator
-    sampler: Any  # DistributedSampler under DDP, else None
+    sampler: DistributedSampler[int] | None  # under DDP: this rank's share of each epoch
     info: rundir.RunInfo
     metrics: list[dict[str, Any]]
     log: Callable[[str], None]
@@ -456,9 +459,11 @@ class EpochLoop:
     show_progress_bar: bool
     last_good: Path | None  # the newest weights on disk
     flag: StopFlag = field(default_factory=StopFlag)
+    train_x: torch.Tensor = field(init=False)  # (N, C, H, W) on the device: batches are slices
+    sync_every: int = field(init=False)  # batches between host syncs
 
     def __post_init__(self) -> None:
-        self.train_x = as_tensor(self.data.train_x).to(self.device)  # batches are slices
+        self.train_x = as_tensor(self.data.train_x).to(self.device)
         # host syncs: every batch on the CPU alone (free there, and exact about where a loss
         # went non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue
         # full) or under DDP
