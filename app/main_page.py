@@ -4,7 +4,8 @@
 ``explorer/`` (unit tested without Streamlit), the caching and the run picker in
 ``app/shared.py``. The decode panel is an ``st.fragment``: moving a slider reruns
 only that panel (one decoder pass and two small PNGs), never the map or the ELBO panel.
-The page runs the model in NumPy (``explorer/npmodel.py``) and never imports torch, and
+The page runs the model with ONNX Runtime (``explorer/onnx_model.py``) and never imports
+torch, and
 draws its charts through ``app/chart.py`` (a light plotly.js build).
 """
 
@@ -30,7 +31,7 @@ from explorer.inference import (
     sample_terms,
 )
 from explorer.live import LiveDecoder
-from explorer.npmodel import NumpyModel
+from explorer.onnx_model import OnnxModel
 from explorer.uploads import (
     MAX_BYTES,
     PreparedImage,
@@ -137,7 +138,7 @@ def empty_state(runs_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- latent map
 
-def latent_map(path: str, model: NumpyModel, latents: dict, projection: str,
+def latent_map(path: str, model: OnnxModel, latents: dict, projection: str,
                selected: int, show_sigma: bool, upload: UploadOutcome | None) -> None:
     coords = map_coords(latents, projection)
     # The 1,000-point figure is built once per session, run and view (building it is most
@@ -270,7 +271,7 @@ class UploadOutcome:
     error: str = ""
 
 
-def process_upload(model: NumpyModel, test_images: np.ndarray) -> UploadOutcome | None:
+def process_upload(model: OnnxModel, test_images: np.ndarray) -> UploadOutcome | None:
     """The uploaded file (from the previous interaction's widget state), converted, encoded
     and scored, *before* the map is drawn, so the map can show it in the same run."""
     upload = st.session_state.get("upload")
@@ -287,7 +288,7 @@ def process_upload(model: NumpyModel, test_images: np.ndarray) -> UploadOutcome 
     return UploadOutcome(name=upload.name, terms=terms, prepared=prepared)
 
 
-def upload_section(model: NumpyModel, outcome: UploadOutcome | None, path: str,
+def upload_section(model: OnnxModel, outcome: UploadOutcome | None, path: str,
                    projection: str) -> None:
     st.markdown(f"Upload an image (PNG, JPEG, GIF, BMP, TIFF, WebP; at most "
                 f"{MAX_BYTES // (1024 * 1024)} MB). It is converted to the model's input "
@@ -322,7 +323,7 @@ def upload_section(model: NumpyModel, outcome: UploadOutcome | None, path: str,
 def explorer_page(path: Path) -> None:
     key = str(path)
     try:
-        model = app_shared.get_numpy_model(key)
+        model = app_shared.get_model(key)
         latents = app_shared.get_latents(key)
     except rundir.RunDirError as exc:
         st.error(f"Cannot open this run: {exc}")

@@ -3,9 +3,9 @@
 - :func:`runs_dir` — where the runs live: ``--runs-dir PATH`` after ``--`` on the
   ``streamlit run`` command line, else the ``VAE_RUNS_DIR`` environment variable, else ``runs``.
 - :func:`get_run` — the loaded run (torch model in eval mode + info), once per process
-  (``st.cache_resource``), for the teaching pages; :func:`get_numpy_model` — the same
-  weights as a NumPy model for the main page, which never imports torch (its import is
-  ~2.8 s of the 5 s cold-start budget); :func:`get_latents`, :func:`get_metrics` — the
+  (``st.cache_resource``), for the teaching pages; :func:`get_model` — the same
+  model through ONNX Runtime for the main page, which never imports torch (its import
+  would be most of the cold-start budget); :func:`get_latents`, :func:`get_metrics` — the
   run's arrays (read-only) and training curves; :func:`get_live_decoder`,
   :func:`get_curves_figure` — the decode panel's state and the curves figure, all shared by
   every session (``st.cache_resource``); :func:`get_test_arrays` /
@@ -49,7 +49,7 @@ import streamlit as st
 from explorer import figures
 from explorer.inference import available_projections, map_coords
 from explorer.live import LiveDecoder, build_live_decoder
-from explorer.npmodel import NumpyModel, load_numpy_model
+from explorer.onnx_model import OnnxModel, load_onnx_model
 from explorer.runs import RunEntry, file_stamp, list_runs
 from training import rundir
 
@@ -91,15 +91,17 @@ def get_run(path: str | os.PathLike) -> rundir.LoadedRun:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def _load_numpy_model(path: str, stamp: float) -> NumpyModel:
-    return load_numpy_model(path)
+def _load_model(path: str, stamp: tuple[float, float]) -> OnnxModel:
+    return load_onnx_model(path)
 
 
-def get_numpy_model(path: str | os.PathLike) -> NumpyModel:
-    """The run's model as NumPy (:mod:`explorer.npmodel`), loaded once per process and
-    shared by all sessions; ``.info`` is its config. Raises
-    :class:`training.rundir.RunDirError` naming the bad file."""
-    return _load_numpy_model(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
+def get_model(path: str | os.PathLike) -> OnnxModel:
+    """The run's model through ONNX Runtime (:mod:`explorer.onnx_model`), loaded once per
+    process and shared by all sessions; ``.info`` is its config. Raises
+    :class:`training.rundir.RunDirError` naming the bad file (for a run trained before
+    ONNX export: the one line that says to run ``python -m training.export``)."""
+    return _load_model(str(path), (file_stamp(path, rundir.WEIGHTS_FILE),
+                                   file_stamp(path, rundir.ONNX_RECORD_FILE)))
 
 
 # Latents and metrics are shared by all sessions (``st.cache_resource``, not ``cache_data``:
@@ -164,7 +166,7 @@ def run_stamp(path: str | os.PathLike) -> tuple[float, float]:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
     latents = get_latents(path)
-    return build_live_decoder(get_numpy_model(path), latents, projection,
+    return build_live_decoder(get_model(path), latents, projection,
                               map_coords(latents, projection))
 
 
@@ -219,7 +221,7 @@ def warm_up() -> str | None:
     if not entries:
         return None
     path = str(entries[0].path)
-    model, latents = get_numpy_model(path), get_latents(path)
+    model, latents = get_model(path), get_latents(path)
     projection = available_projections(latents)[0]
     decoder = get_live_decoder(path, projection)
     decoder.locator_css()  # drawn once per decoder

@@ -489,11 +489,11 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
     from explorer import figures
     from explorer.inference import load_test_images, map_coords, sample_terms
     from explorer.live import build_live_decoder
-    from explorer.npmodel import load_numpy_model
+    from explorer.onnx_model import load_onnx_model
     from explorer.uploads import has_dark_background
     from training.rundir import read_latents, read_metrics
 
-    model = load_numpy_model(run_dir)
+    model = load_onnx_model(run_dir)
     latents = read_latents(run_dir)
     metrics = read_metrics(run_dir)
     images = load_test_images(model.info)

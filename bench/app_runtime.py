@@ -2,9 +2,9 @@
 
 - the script runner's post-run garbage collection (``runner.postScriptGC``: a full
   ``gc.collect(2)`` after every rerun, i.e. after every slider move) in a process that has
-  what the main page loads (streamlit, plotly, the explorer, one run as a NumPy model), and
+  what the main page loads (streamlit, plotly, the explorer, one run as an ONNX Runtime model), and
   after a teaching page has also loaded torch and pandas;
-- threads that fight: decoding one image with the main page's NumPy model (what a slider
+- threads that fight: decoding one image with the main page's ONNX Runtime model (what a slider
   move computes) while a training job runs in a subprocess, as the app's Train page starts
   it (``--threads 1``), and as a careless one would (all cores).
 """
@@ -30,10 +30,10 @@ GC_PROBE = r"""
 import gc, json, sys, time, statistics
 import streamlit, plotly.graph_objects, numpy
 import app_shared, explorer.inference, explorer.live  # the main page's modules
-from explorer.npmodel import load_numpy_model
+from explorer.onnx_model import load_onnx_model
 from training import rundir
 run, teaching = sys.argv[1], sys.argv[2] == "teaching"
-model = load_numpy_model(run)
+model = load_onnx_model(run)
 latents = rundir.read_latents(run)
 if teaching:  # a teaching page has been opened: torch, pandas and the torch model too
     import pandas, torch
@@ -81,12 +81,12 @@ def gc_cost(teaching: bool) -> dict[str, Any]:
 
 
 def decode_latency(run: str, seconds: float = 4.0) -> dict[str, float]:
-    """Latency of decoding one latent vector as the main page does (NumPy model of the
+    """Latency of decoding one latent vector as the main page does (ONNX Runtime model of the
     demo-sized decoder, 2-D, 2x512: ``explorer.inference.decode_mean``)."""
     from explorer.inference import decode_mean
-    from explorer.npmodel import load_numpy_model
+    from explorer.onnx_model import load_onnx_model
 
-    model = load_numpy_model(run)
+    model = load_onnx_model(run)
     z = np.zeros(2, dtype=np.float32)
     times = []
     end = time.perf_counter() + seconds
@@ -138,7 +138,7 @@ def measure() -> tuple[list[Row], dict[str, Any]]:
     raw["decode_during_training"] = results
     demo.cleanup()
     rows.append(Row("app", "decode one image, idle", 1e3 * idle["median"], "ms",
-                    f"p90 {1e3 * idle['p90']:.2f} ms (2-D demo decoder, NumPy, as the app)"))
+                    f"p90 {1e3 * idle['p90']:.2f} ms (2-D demo decoder, ONNX Runtime, as the app)"))
     for threads, label in ((1, "--threads 1 (the app's jobs)"), (2, "--threads 2 (all cores)")):
         stats = results[threads]
         rows.append(Row("app", f"decode one image, training {label} next to it",

@@ -1,9 +1,10 @@
 """The explorer app's logic (no Streamlit here).
 
 Main page: ``runs`` (listing run folders), ``inference`` (encoding, ELBO terms, map
-placement), ``npmodel`` (the model in NumPy), ``live`` (slider decoding), ``figures``
-(Plotly figures and PNGs), ``uploads`` (user images), ``server`` (a Streamlit server for
-tests and benchmarks). Lessons: ``iwae``, ``diagnostics``, ``generation``, ``compare``,
+placement), ``onnx_model`` (the model through ONNX Runtime), ``nploss`` (ELBO terms in
+NumPy), ``live`` (slider decoding), ``model_files`` (what the browser may download),
+``figures`` (Plotly figures and PNGs), ``uploads`` (user images), ``server`` (a Streamlit
+server for tests and benchmarks). Lessons: ``iwae``, ``diagnostics``, ``generation``, ``compare``,
 ``export``, ``jobs``, ``lesson_figures`` (latent maps), ``lesson_charts`` (the other
 charts).
 

@@ -1,10 +1,11 @@
 """What the app asks of a trained model: decode a z, score one image's ELBO terms, order
 and bound the latent sliders, and place a z on the 2-D latent map.
 
-Pure NumPy (no Streamlit, no PyTorch: the model is :class:`explorer.npmodel.NumpyModel`,
-see there for why). All ELBO terms are **nats per sample** (summed over pixels or latent
-dimensions), the same terms as ``training/loss.py``; this module only chooses the inputs
-and reduces the Monte-Carlo samples.
+NumPy and ONNX Runtime (no Streamlit, no PyTorch: the model is
+:class:`explorer.onnx_model.OnnxModel`, see there for why). All ELBO terms are **nats
+per sample** (summed over pixels or latent dimensions), the same terms as
+``training/loss.py``; this module only chooses the inputs and reduces the Monte-Carlo
+samples.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explorer.npmodel import NumpyModel, kl_per_dim, sigmoid
+from explorer.nploss import kl_per_dim, sigmoid
+from explorer.onnx_model import OnnxModel
 from training.projection import apply_pca, place_by_neighbours
 from training.rundir import RunInfo
 
@@ -34,7 +36,7 @@ def load_test_images(info: RunInfo) -> np.ndarray:
 
 # --------------------------------------------------------------------------- decoding
 
-def decode_mean(model: NumpyModel, z: np.ndarray | list[float]) -> np.ndarray:
+def decode_mean(model: OnnxModel, z: np.ndarray | list[float]) -> np.ndarray:
     """Mean image(s) sigmoid(decoder(z)) for z of shape (D,) or (B, D).
     Returns float32 (H, W, C) for one z, (B, H, W, C) for a batch, values in [0, 1]."""
     z_arr = np.asarray(z, dtype=np.float32)
@@ -81,7 +83,7 @@ class SampleTerms:
         return self.logvar is not None
 
 
-def sample_terms(model: NumpyModel, x: np.ndarray, samples: int = 64,
+def sample_terms(model: OnnxModel, x: np.ndarray, samples: int = 64,
                  seed: int = 0) -> SampleTerms:
     """ELBO terms of one image ``x`` (C, H, W) in [0, 1], under the run's likelihood.
 

@@ -25,7 +25,7 @@ from explorer.inference import (
     place_on_map,
     slider_bounds,
 )
-from explorer.npmodel import NumpyModel
+from explorer.onnx_model import OnnxModel
 
 VISIBLE_SLIDERS = 8  # sliders shown up front; the rest sit in an expander
 DISPLAY_PX = 224  # the decoded image's on-screen size
@@ -43,7 +43,7 @@ class LiveFrame:
 
 @dataclass
 class LiveDecoder:
-    model: NumpyModel
+    model: OnnxModel
     latents: dict[str, np.ndarray]
     projection: str
     order: np.ndarray  # (D,) dimensions, most active first
@@ -118,7 +118,7 @@ class LiveDecoder:
                    if note else ""))
 
 
-def build_live_decoder(model: NumpyModel, latents: dict[str, np.ndarray], projection: str,
+def build_live_decoder(model: OnnxModel, latents: dict[str, np.ndarray], projection: str,
                        coords: np.ndarray) -> LiveDecoder:
     """Precompute slider order and bounds and the locator's picture for one run and map
     view (``coords``: the map's (N, 2) positions of the test set)."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
 
 
 def start(runs, monkeypatch) -> AppTest:
@@ -215,7 +219,8 @@ def test_a_retrained_run_is_reread_not_served_stale(runs, tiny_run_z4, monkeypat
     at = start(runs, monkeypatch)
     assert [s.key for s in at.slider] == ["z0", "z1"]
     target = runs / "digits-vae-z2"
-    for name in ("config.json", "model.safetensors", "latents.npz", "metrics.jsonl"):
+    for name in ("config.json", "model.safetensors", "latents.npz", "metrics.jsonl",
+                 "encoder.onnx", "decoder.onnx", "onnx.json"):
         shutil.copy(tiny_run_z4 / name, target / name)  # new mtimes: the caches must miss
     at.run()
     assert_clean(at)
@@ -236,3 +241,25 @@ def test_large_maps_fall_back_to_webgl_through_st_plotly_chart(runs, monkeypatch
     assert "scattergl" in {t["type"] for t in spec["data"]}
     assert native.proto.selection_mode  # clicking a point still selects it
     assert len(at.get("component_instance")) == 1  # the KL bars
+
+
+def test_main_page_never_imports_torch(tiny_run):
+    """The main page's first run and a slider move, in a fresh interpreter: torch's import
+    alone would cost most of the cold-start budget, so it must not sneak back in.
+    (This run uses the digits data set, whose loader imports scikit-learn; mnist5k needs
+    nothing beyond NumPy.)"""
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'streamlit_app.py')!r}, default_timeout=120)\n"
+        "at.run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "assert at.slider, 'no sliders: the page did not open the run'\n"
+        "at.slider(key='z0').set_value(0.5).run()\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "VAE_RUNS_DIR": str(tiny_run.parent)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TORCH False" in out.stdout, out.stdout

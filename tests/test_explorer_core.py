@@ -25,7 +25,7 @@ from explorer.inference import (
     slider_bounds,
 )
 from explorer.live import build_live_decoder
-from explorer.npmodel import load_numpy_model
+from explorer.onnx_model import load_onnx_model
 from explorer.runs import list_runs, openable_runs
 from explorer.uploads import (
     MAX_BYTES,
@@ -80,7 +80,7 @@ def test_list_runs_newest_first_and_names_broken_ones(tiny_run, tiny_ae_run, cop
 # --------------------------------------------------------------------------- inference
 
 def test_decode_mean_is_sigmoid_of_the_decoder(tiny_run):
-    run, model = load_run(tiny_run), load_numpy_model(tiny_run)  # torch reference, app's model
+    run, model = load_run(tiny_run), load_onnx_model(tiny_run)  # torch reference, app's model
     z = np.array([[0.5, -1.0], [0.0, 0.0]], dtype=np.float32)
     with torch.no_grad():
         expected = torch.sigmoid(run.model.decode(torch.from_numpy(z))).permute(0, 2, 3, 1)
@@ -97,7 +97,7 @@ def test_sample_terms_match_torch_distributions(tiny_run):
     log-probabilities of the same reparameterised samples, both per sample in nats."""
     from torch.distributions import Bernoulli, Normal, kl_divergence
 
-    run, model = load_run(tiny_run), load_numpy_model(tiny_run)
+    run, model = load_run(tiny_run), load_onnx_model(tiny_run)
     from training.data import load_digits
 
     x = load_digits().test_x[3]  # (1, 8, 8)
@@ -125,7 +125,7 @@ def test_sample_terms_match_torch_distributions(tiny_run):
 def test_sample_terms_of_an_autoencoder_have_no_kl(tiny_ae_run):
     run = load_run(tiny_ae_run)
     x = torch.rand(1, 8, 8)
-    terms = sample_terms(load_numpy_model(tiny_ae_run), x.numpy(), samples=50)
+    terms = sample_terms(load_onnx_model(tiny_ae_run), x.numpy(), samples=50)
     assert not terms.is_vae and terms.kl == 0.0 and terms.samples == 1
     with torch.no_grad():
         logits = run.model.decode(run.model.encode(x[None])[0])
@@ -255,7 +255,7 @@ def test_elbo_latex_and_curves():
 
 
 def test_live_decoder_renders_z_and_prior_density(tiny_run_z4):
-    model = load_numpy_model(tiny_run_z4)
+    model = load_onnx_model(tiny_run_z4)
     latents = read_latents(tiny_run_z4)
     live = build_live_decoder(model, latents, "pca", latents["pca"])
     shown, rest = live.visible(3)
@@ -336,7 +336,7 @@ def test_upload_rgb_model_and_animated_gif():
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     prepared = prepare_upload(buf.getvalue(), SHAPE)
-    assert any("first of 2 frames" in n for n in prepared.notes)
+    assert any("first frame was used" in n for n in prepared.notes)  # frames never counted
 
 
 def test_upload_errors_are_specific():

@@ -1,7 +1,7 @@
 """Counts model loads in a ``streamlit run`` server, for the many-sessions test.
 
 The test puts a ``sitecustomize.py`` that calls :func:`install` on the server's
-``PYTHONPATH``; every model load (:func:`explorer.npmodel.load_numpy_model`, the main
+``PYTHONPATH``; every model load (:func:`explorer.onnx_model.load_onnx_model`, the main
 page's, and :func:`training.rundir.load_run`, the teaching pages') is then appended as one
 line to the file named by ``VAE_FAULT_LOAD_LOG``, with the loading thread's name. The app
 is unchanged.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def install() -> None:
-    from explorer import npmodel
+    from explorer import onnx_model
     from training import rundir
 
     log = Path(os.environ["VAE_FAULT_LOAD_LOG"])
@@ -30,5 +30,5 @@ def install() -> None:
         return load
 
     # before app_shared imports them by name (this runs at interpreter start)
-    npmodel.load_numpy_model = counted(npmodel.load_numpy_model)
+    onnx_model.load_onnx_model = counted(onnx_model.load_onnx_model)
     rundir.load_run = counted(rundir.load_run)
