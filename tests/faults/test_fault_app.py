@@ -155,7 +155,7 @@ def bad_uploads() -> dict[str, tuple[bytes, str]]:
                        "this file is not an image that can be read"),
         "program.png": (Path("/bin/true").read_bytes()[:4096],
                         "this file is not an image that can be read"),
-        "bomb.png": (real_bomb, "the image is 6000×6000 = 36 megapixels; the limit is 25"),
+        "bomb.png": (real_bomb, "the image is 6000×6000 pixels (36.0 megapixels); the largest accepted is 12.6"),
         "huge-header.png": (png_header_only(100_000, 100_000),
                             "too large to decode safely (decompression bomb"),
         "big.png": (png(Image.fromarray(digit_pixels())) + b"\0" * MAX_BYTES,
