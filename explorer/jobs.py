@@ -56,7 +56,8 @@ from training.config import DATASETS, MODELS
 __all__ = ["LIMITS", "MAX_BETA", "FORM_DATASETS", "TrainOptions", "TrainJob", "JobStatus",
            "JobRefused", "LaunchError", "submit", "start_job", "schedule", "poll_job",
            "cancel_job", "may_cancel", "list_jobs", "find_jobs", "load_job", "wait_job",
-           "prune_jobs", "runs_disk_usage", "estimate_run_bytes", "owner_id", "Redactor"]
+           "prune_jobs", "runs_disk_usage", "job_state", "estimate_run_bytes", "owner_id",
+           "Redactor", "queue_position"]
 
 log = logging.getLogger(__name__)
 
@@ -453,6 +454,12 @@ def _process_state(job: TrainJob) -> tuple[str, int | None]:
             process_start_time(job.pid) == job.pid_start:
         return "running", None  # launched by another app process (or an earlier one)
     return "lost", None
+
+
+def job_state(job: TrainJob) -> str:
+    """"queued", "running", "ended" or "lost" (its process vanished without an exit
+    status): the record's state checked against the process it names."""
+    return _process_state(job)[0]
 
 
 def _reap(runs_dir: Path, name: str, child: _Child, policy: TrainPolicy) -> None:

@@ -28,6 +28,7 @@ from explorer.jobs import (
     TrainJob,
     TrainOptions,
     cancel_job,
+    job_state,
     list_jobs,
     load_job,
     may_cancel,
@@ -46,7 +47,8 @@ FOLLOW_KEY = "_train_follow"
 CANCEL_FAILED_KEY = "_train_cancel_failed"  # the job a Cancel could not stop
 FOLDER_OPTION = "folder:…"
 OFF_MESSAGE = "Training from the browser is turned off on this server."
-STATE_WORDS = {"queued": "waiting", "running": "training", "ended": "ended"}
+STATE_WORDS = {"queued": "waiting", "running": "training", "ended": "ended",
+               "lost": "stopped"}
 
 
 def session_token() -> str:
@@ -178,7 +180,10 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
             pass
     else:
         label = {"starting": "Starting: " + status.message,
-                 "training": f"Training: {status.message}"}.get(status.state, status.message)
+                 "training": f"Training: {status.message}",
+                 "failed": "Failed (see below)",
+                 "stopped": f"Stopped after {status.epochs_completed} of {status.epochs} "
+                            f"epochs (see below)"}.get(status.state, status.message)
         st.progress(status.fraction, text=label)
     if not mine:
         st.caption("Started by another visitor: " + (
@@ -213,8 +218,8 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
             st.switch_page(explorer_page())
     with st.expander("Command and log", expanded=status.state in ("failed", "stopped")):
         redact = Redactor(runs, policy.data_root)
-        st.code(redact(" ".join(["python"] + job.argv[1:])), language="bash")
-        st.code(status.log_tail or "(no output yet)")
+        st.code(redact(" ".join(["python"] + job.argv[1:])), language="bash", wrap_lines=True)
+        st.code(status.log_tail or "(no output yet)", wrap_lines=True)
 
 
 def _adopt_pick() -> None:
@@ -226,8 +231,9 @@ def jobs_section(runs: str, jobs: list[TrainJob], policy: TrainPolicy, token: st
     if not jobs:
         st.caption("No training started from the app yet.")
         return
-    queued = sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)
-    training = [j.name for j in jobs if j.state == "running"]
+    states = {j.name: job_state(j) for j in jobs}
+    queued = sorted((j for j in jobs if states[j.name] == "queued"), key=lambda j: j.created)
+    training = [j.name for j in jobs if states[j.name] == "running"]
     st.caption(f"Training now: {', '.join(training) or 'none'} · Queue: "
                + (" · ".join(f"{i}. {j.name}" for i, j in enumerate(queued, 1)) or "empty"))
     names = [j.name for j in jobs]
@@ -239,7 +245,7 @@ def jobs_section(runs: str, jobs: list[TrainJob], policy: TrainPolicy, token: st
     st.session_state[FOLLOW_KEY] = st.session_state["_train_pick"] = follow
     choice = st.selectbox(
         "Training job", names, key="_train_pick", on_change=_adopt_pick,
-        format_func=lambda n: f"{n} ({STATE_WORDS.get(by_name[n].state, '?')}"
+        format_func=lambda n: f"{n} ({STATE_WORDS.get(states[n], '?')}"
                               f"{', yours' if may_cancel(by_name[n], token) else ''})")
     job_panel(runs, choice, policy, token, teacher)
 
