@@ -185,7 +185,7 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
                  "stopped": f"Stopped after {status.epochs_completed} of {status.epochs} "
                             f"epochs (see below)"}.get(status.state, status.message)
         st.progress(status.fraction, text=label)
-    if not mine:
+    if not mine and not status.finished:
         st.caption("Started by another visitor: " + (
             "as the teacher, you may cancel it." if teacher
             else "you can follow it; only they or the teacher can cancel it."))
