@@ -413,7 +413,7 @@ def test_job_trains_a_run_and_reports_progress(tmp_path):
 
 
 def test_job_cancel_keeps_finished_epochs(tmp_path):
-    options = jobs.TrainOptions(name="job-cancel", dataset="digits", epochs=1000, hidden_dim=32)
+    options = jobs.TrainOptions(name="job-cancel", dataset="digits", epochs=100, hidden_dim=32)
     job = jobs.start_job(options, tmp_path)
     status = jobs.poll_job(job)
     deadline = 60
@@ -436,9 +436,11 @@ def test_job_cancel_keeps_finished_epochs(tmp_path):
 def test_job_failure_is_reported_with_the_cli_error(tmp_path):
     empty = tmp_path / "no-images"
     empty.mkdir()
-    options = jobs.TrainOptions(name="job-bad", dataset=f"folder:{empty}", epochs=1)
-    job = jobs.start_job(options, tmp_path)
-    status = jobs.wait_job(job, timeout=120)
+    from explorer.train_policy import TrainPolicy
+
+    options = jobs.TrainOptions(name="job-bad", dataset="folder:no-images", epochs=1)
+    job = jobs.start_job(options, tmp_path, policy=TrainPolicy(data_root=tmp_path))
+    status = jobs.wait_job(job, timeout=120, data_root=tmp_path)
     assert status.state == "failed"
     assert "exit code 2" in status.message and "no images" in status.message
 
