@@ -1,6 +1,7 @@
 """The ``vae-explorer`` command: serve the app with ``streamlit run streamlit_app.py``.
 
-``vae-explorer [--runs-dir PATH] [--port N] [--address HOST] [STREAMLIT OPTIONS...]``
+``vae-explorer [--runs-dir PATH] [--data-root PATH] [--no-train] [--port N]
+[--address HOST] [STREAMLIT OPTIONS...]``
 replaces itself with ``python -m streamlit run <streamlit_app.py> ... -- --runs-dir PATH``.
 The settings in ``.streamlit/config.toml`` beside ``streamlit_app.py`` apply (Streamlit
 reads the main script's folder), whatever the current folder is.
@@ -32,6 +33,10 @@ def build_command(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--runs-dir", default=os.environ.get("VAE_RUNS_DIR") or "runs",
                         help="folder of run directories to explore (default: $VAE_RUNS_DIR "
                              "or ./runs)")
+    parser.add_argument("--data-root", help="folder under which the Train page may use image "
+                                            "folders as data sets (default: none offered)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="turn training from the browser off (the Train page says so)")
     parser.add_argument("--port", type=int, help="port to listen on (Streamlit's default 8501)")
     parser.add_argument("--address", help="address to listen on (e.g. 127.0.0.1 for this "
                                           "machine only, 0.0.0.0 for a classroom network)")
@@ -43,7 +48,12 @@ def build_command(argv: list[str] | None = None) -> list[str]:
         command += ["--server.port", str(args.port)]
     if args.address:
         command += ["--server.address", args.address]
-    return command + streamlit_args + ["--", "--runs-dir", str(Path(args.runs_dir).resolve())]
+    script_args = ["--runs-dir", str(Path(args.runs_dir).resolve())]
+    if args.data_root:
+        script_args += ["--data-root", str(Path(args.data_root).expanduser().resolve())]
+    if args.no_train:
+        script_args.append("--no-train")
+    return command + streamlit_args + ["--", *script_args]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,3 +95,18 @@ def test_no_sys_path_edits(tmp_path):
              for path in python_files(folder) for line in sys_path_edits(path)]
     edits += [f"streamlit_app.py:{line}" for line in sys_path_edits(ROOT / "streamlit_app.py")]
     assert edits == []
+
+
+def test_vae_explorer_builds_the_streamlit_command(tmp_path):
+    from app.launch import build_command
+
+    command = build_command(["--runs-dir", str(tmp_path), "--port", "8600", "--no-train",
+                             "--data-root", str(tmp_path), "--server.headless", "true"])
+    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert command[4].endswith("streamlit_app.py") and Path(command[4]).is_file()
+    cut = command.index("--")
+    assert command[5:cut] == ["--server.port", "8600", "--server.headless", "true"]
+    assert command[cut + 1:] == ["--runs-dir", str(tmp_path.resolve()), "--data-root",
+                                 str(tmp_path.resolve()), "--no-train"]
+    with pytest.raises(SystemExit):
+        build_command(["--port", "70000"])
