@@ -11,7 +11,7 @@ draws its charts through ``app/chart.py`` (a light plotly.js build).
 
 from __future__ import annotations
 
-import os
+import html
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +21,18 @@ import streamlit as st
 
 from app import chart as app_chart
 from app import shared as app_shared
+from app.lens import latent_lens
 from explorer import figures
 from explorer.inference import (
     SampleTerms,
     available_projections,
-    map_coords,
     place_on_map,
     sample_prior,
     sample_terms,
 )
 from explorer.live import LiveDecoder
 from explorer.onnx_model import OnnxModel
+from explorer.text import md
 from explorer.uploads import (
     MAX_BYTES,
     PreparedImage,
@@ -42,13 +43,13 @@ from explorer.uploads import (
 from training import rundir
 from training.data import DataError
 
-# "inline": decoded images travel inside the websocket message as data URIs (one round
-# trip); "media": st.image, which the browser fetches with a second HTTP request.
-IMAGE_MODE = os.environ.get("VAE_EXPLORER_IMAGES", "inline")
 PROJECTION_NAMES = {"raw": "latent axes", "pca": "PCA", "tsne": "t-SNE"}
 SAMPLE_KEY = "sample_index"
+LENS_KEY = "lens"
+Z_VERSION_KEY = "_z_version"  # bumped whenever Python (not the browser) sets z
 MC_SAMPLES = 64
-SLIDER_STEP = 0.01
+MAP_HEIGHT = 440  # CSS px of the lens's map
+AXIS_TITLES = {"raw": ("z₀", "z₁"), "pca": ("PCA 1", "PCA 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
 
 
 # --------------------------------------------------------------------------- cached pieces
@@ -70,15 +71,28 @@ def current_z(latent_dim: int) -> np.ndarray:
 
 
 def set_z(z: np.ndarray, decoder: LiveDecoder) -> None:
-    """Put ``z`` into the sliders' session state (callbacks only: before widgets exist)."""
+    """Python sets z (a button, a newly selected sample): into ``st.session_state["z0"...]``
+    and a new ``z_version``, so the lens adopts it instead of keeping its own."""
     for key, value in zip(z_keys(len(z)), decoder.clamp(z), strict=True):
-        st.session_state[key] = round(float(value), 2)
+        st.session_state[key] = float(value)
+    st.session_state[Z_VERSION_KEY] = st.session_state.get(Z_VERSION_KEY, 0) + 1
 
 
-def select_from_map(key: str) -> None:
-    index = figures.selected_index(st.session_state.get(key))
-    if index is not None:
-        st.session_state[SAMPLE_KEY] = index
+def adopt_lens_value() -> None:
+    """The lens reported (a slider released, the pointer left the map, a click): keep its
+    z, or select the clicked sample (whose posterior mean then becomes z)."""
+    state = st.session_state.get(LENS_KEY)
+    value = state.get("update") if hasattr(state, "get") else None
+    if not isinstance(value, dict):
+        return
+    if value.get("source") == "click" and isinstance(value.get("selected"), int):
+        st.session_state[SAMPLE_KEY] = int(value["selected"])
+        return
+    z = value.get("z")
+    if isinstance(z, list) and all(isinstance(v, (int, float)) for v in z):
+        for key, v in zip(z_keys(len(z)), z, strict=False):
+            if key in st.session_state:
+                st.session_state[key] = float(v)
 
 
 def select_by(latents_key: str, path: str) -> None:
@@ -91,13 +105,10 @@ def select_random(n: int) -> None:
 
 
 def show_image(png: bytes, caption: str, alt: str) -> None:
-    if IMAGE_MODE == "media":
-        st.image(png, caption=caption)
-    else:
-        st.html(f'<figure style="margin:0"><img src="{figures.data_uri(png)}" alt="{alt}" '
-                f'style="image-rendering:pixelated;max-width:100%"/>'
-                f'<figcaption style="font-size:0.85rem;color:#666">{caption}</figcaption>'
-                f'</figure>')
+    st.html(f'<figure style="margin:0"><img src="{figures.data_uri(png)}" '
+            f'alt="{html.escape(alt)}" style="image-rendering:pixelated;max-width:100%"/>'
+            f'<figcaption style="font-size:0.85rem;color:#666">{html.escape(caption)}'
+            f'</figcaption></figure>')
 
 
 # --------------------------------------------------------------------------- no runs yet
@@ -136,90 +147,65 @@ def empty_state(runs_dir: Path) -> None:
     st.rerun()
 
 
-# --------------------------------------------------------------------------- latent map
+# --------------------------------------------------------------------------- the lens
 
-def latent_map(path: str, model: OnnxModel, latents: dict, projection: str,
-               selected: int, show_sigma: bool, upload: UploadOutcome | None) -> None:
-    coords = map_coords(latents, projection)
-    # The 1,000-point figure is built once per session, run and view (building it is most
-    # of a rerun's cost); each rerun only moves the overlays.
-    cache_key = (path, projection, app_shared.run_stamp(path))
-    cached = st.session_state.get("_map_figure")
-    if cached is None or cached[0] != cache_key:
-        cached = (cache_key, figures.latent_map_base(
-            coords, latents["labels"], model.info.class_names, latents["recon"], latents["kl"],
-            projection))
-        st.session_state["_map_figure"] = cached
+@st.fragment
+def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
+               upload_xy: np.ndarray | None) -> None:
+    """The latent map, the sliders z0, z1, ... and the decoded image, in one component that
+    decodes in the browser while a slider or the pointer moves; it reports to Python once
+    per interaction, which reruns only this fragment (a click on a point reruns the page)."""
+    decoder = app_shared.get_live_decoder(path, projection)
+    latents = decoder.latents
+    dim = decoder.latent_dim
+    if st.session_state.get("_z_sample") != (path, selected):
+        # a newly selected sample (or run): z jumps to its posterior mean
+        st.session_state["_z_sample"] = (path, selected)
+        set_z(latents["mu"][selected], decoder)
+    elif st.session_state.get(SAMPLE_KEY, selected) != selected:
+        st.rerun()  # the lens selected another sample: the whole page follows
+    z = decoder.clamp(current_z(dim))
+    frame = decoder.render(z)
+    url, sha = app_shared.get_decoder_link(path)
     sigma = None
     if show_sigma and "logvar" in latents and projection == "raw":
         sigma = np.exp(0.5 * latents["logvar"][selected][:2])  # (2,)
-    decoder_xy = None
-    if all(k in st.session_state for k in z_keys(model.latent_dim)):
-        decoder_xy = place_on_map(current_z(model.latent_dim), latents, projection)[0]
-    upload_xy = None
-    if upload is not None and upload.terms is not None:
-        upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]
-    fig = figures.update_map_overlays(cached[1], coords, selected, sigma, decoder_xy, upload_xy)
-    app_chart.plotly_chart(fig, key="latent_map", config={"scrollZoom": True},
-                           on_select=lambda: select_from_map("latent_map"))
-
-
-# --------------------------------------------------------------------------- decode panel
-
-@st.fragment
-def decode_panel(path: str, projection: str, selected: int) -> None:
-    """Sliders z0, z1, ... and the live decoded image. Reruns alone on every move."""
-    decoder = app_shared.get_live_decoder(path, projection)
-    dim = decoder.latent_dim
-    mu_selected = decoder.latents["mu"][selected]
-    if st.session_state.get("_z_sample") != (path, selected):
-        # a newly selected sample (or run): the sliders jump to its posterior mean
-        st.session_state["_z_sample"] = (path, selected)
-        set_z(mu_selected, decoder)
-    for key, j in zip(z_keys(dim), range(dim), strict=True):
-        value = float(st.session_state.get(key, 0.0))
-        if not decoder.lo[j] <= value <= decoder.hi[j]:
-            st.session_state[key] = float(np.clip(value, decoder.lo[j], decoder.hi[j]))
-    frame = decoder.render(current_z(dim))
-    note = (f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
-            f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical)")
-    # Few elements on purpose: every Streamlit element in a fragment costs a message and a
-    # wake-up of the server's event loop per move (bench/app_latency.py).
-    if IMAGE_MODE == "media":  # for bench/app_latency.py: the image as a media file
-        st.image(frame.decoded_png, caption=note, width=224)
-    else:
-        st.html(decoder.html(frame, PROJECTION_NAMES[projection], note))
-    shown, rest = decoder.visible()
-
-    def slider(j: int) -> None:
-        kl_note = (f"; test-set mean KL {decoder.mean_kl[j]:.2f} nats"
-                   if decoder.mean_kl is not None else "")
-        st.slider(f"z{j}", float(decoder.lo[j]), float(decoder.hi[j]), step=SLIDER_STEP,
-                  key=f"z{j}", help=f"latent dimension {j}{kl_note}")
-
-    for j in shown:
-        slider(int(j))
-    if len(rest):
-        with st.expander(f"{len(rest)} more dimensions (less active, by KL)"):
-            for j in rest:
-                slider(int(j))
+    x_title, y_title = AXIS_TITLES[projection]
+    info = decoder.model.info
+    latent_lens(
+        key=LENS_KEY, decoder_url=url, decoder_sha256=sha, image_shape=info.image_shape,
+        output="logits", latent_dim=dim, z=z.tolist(),
+        z_version=int(st.session_state.get(Z_VERSION_KEY, 0)), lo=decoder.lo, hi=decoder.hi,
+        order=decoder.order, visible=min(dim, 8), slider_help=decoder.slider_help(),
+        server_png=figures.data_uri(frame.decoded_png), projection=projection,
+        xy=decoder.coords, labels=latents["labels"], class_names=info.class_names,
+        recon_nats=latents["recon"], kl_nats=latents["kl"],
+        pca_mean=latents.get("pca_mean") if projection == "pca" else None,
+        pca_components=latents.get("pca_components") if projection == "pca" else None,
+        mu=latents["mu"] if projection == "tsne" else None, selected=selected, sigma=sigma,
+        upload_xy=upload_xy, x_title=x_title, y_title=y_title, height=MAP_HEIGHT,
+        on_change=adopt_lens_value)
+    st.caption(f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
+               f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical), "
+               f"for the z last released.")
+    decode_buttons(path, projection, selected)
 
 
 def decode_buttons(path: str, projection: str, selected: int) -> None:
-    """Start points for the sliders. Outside the fragment: a click reruns the page (rare),
-    while the fragment stays as light as possible for the slider moves (frequent)."""
+    """Start points for z. Inside the lens's fragment: a click reruns only the lens."""
     decoder = app_shared.get_live_decoder(path, projection)
     dim = decoder.latent_dim
     mu_selected = decoder.latents["mu"][selected]
-    b1, b2, b3 = st.columns(3)
-    b1.button("μ of sample", key="z_from_mu", help=f"Start from sample {selected}'s "
-              f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
-              width="stretch")
-    b2.button("Prior draw", key="z_prior", help="Draw z ~ N(0, I)", width="stretch",
-              on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder))
-    b3.button("Zero", key="z_zero", help="z = 0, the prior's mean",
-              on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
-              width="stretch")
+    row = st.container(horizontal=True, gap="small")
+    row.button("μ of sample", key="z_from_mu", help=f"Start from sample {selected}'s "
+               f"posterior mean", on_click=lambda: set_z(mu_selected, decoder),
+               icon=":material/my_location:")
+    row.button("Prior draw", key="z_prior", help="Draw z ~ N(0, I)",
+               on_click=lambda: set_z(sample_prior(dim, np.random.default_rng()), decoder),
+               icon=":material/casino:")
+    row.button("Zero", key="z_zero", help="z = 0, the prior's mean",
+               on_click=lambda: set_z(np.zeros(dim, np.float32), decoder),
+               icon=":material/exposure_zero:")
     if dim > 1 and decoder.mean_kl is not None:
         st.caption("Sliders are ordered by how much information each dimension carries "
                    "(mean KL over the test set); near-zero KL means the decoder ignores it.")
@@ -303,13 +289,13 @@ def upload_section(model: OnnxModel, outcome: UploadOutcome | None, path: str,
     if outcome is None:
         return
     if outcome.error:
-        st.error(f"Cannot use “{outcome.name}”: {outcome.error}")
+        st.error(f"Cannot use “{md(outcome.name)}”: {md(outcome.error)}")
         return
     terms, prepared = outcome.terms, outcome.prepared
     w, h = prepared.original_size
     notes = "; ".join(prepared.notes) or "resized"
     st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
-    elbo_panel(terms, model.info.config.likelihood, f"Your image “{outcome.name}”", "upload")
+    elbo_panel(terms, model.info.config.likelihood, f"Your image “{md(outcome.name)}”", "upload")
     decoder = app_shared.get_live_decoder(path, projection)
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
@@ -326,7 +312,7 @@ def explorer_page(path: Path) -> None:
         model = app_shared.get_model(key)
         latents = app_shared.get_latents(key)
     except rundir.RunDirError as exc:
-        st.error(f"Cannot open this run: {exc}")
+        st.error(f"Cannot open this run: {md(str(exc))}")
         return
     info = model.info
     n = len(latents["mu"])
@@ -338,13 +324,13 @@ def explorer_page(path: Path) -> None:
         metrics = app_shared.get_metrics(key)
     except rundir.RunDirError as exc:  # a damaged metrics.jsonl costs the curves, not the page
         metrics = []
-        st.warning(f"The training curves cannot be shown: {exc}")
+        st.warning(f"The training curves cannot be shown: {md(str(exc))}")
     last = metrics[-1] if metrics else {}
-    status = "" if info.status == "complete" else f" — **{info.status}**"
-    st.markdown(f"**{path.name}** · {kind}, {dim}-D latent space · {info.config.dataset} "
-                f"({info.num_test:,} test images) · {info.epochs_completed}/{info.config.epochs} "
-                f"epochs{status}" + (f" · test −ELBO **{last['test_loss']:.1f}** nats per sample"
-                                     if last else ""))
+    status = "" if info.status == "complete" else f" — **{md(info.status)}**"
+    st.markdown(f"**{md(path.name)}** · {kind}, {dim}-D latent space · "
+                f"{md(info.config.dataset)} ({info.num_test:,} test images) · "
+                f"{info.epochs_completed}/{info.config.epochs} epochs{status}"
+                + (f" · test −ELBO **{last['test_loss']:.1f}** nats per sample" if last else ""))
 
     # sidebar: which sample
     if st.session_state.get("_sample_run") != key or st.session_state.get(SAMPLE_KEY, 0) >= n:
@@ -388,33 +374,24 @@ def explorer_page(path: Path) -> None:
     test_images = load_images() if st.session_state.get("upload") is not None else None
     upload = process_upload(model, test_images) if test_images is not None else None
 
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.subheader("Latent map")
-        projections = available_projections(latents)
-        c1, c2 = st.columns([3, 2])
-        projection = projections[0]
-        if len(projections) > 1:
-            projection = c1.radio("Map", projections, key="projection", horizontal=True,
-                                  format_func=lambda p: PROJECTION_NAMES[p],
-                                  help="2-D views of the latent means, computed when training "
-                                       "finished (t-SNE is never computed while you wait)")
-        show_sigma = False
-        if model.is_vae and dim == 2:
-            show_sigma = c2.toggle("Show posterior σ", value=True, key="show_sigma",
-                                   help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
-                                        "for the selected sample")
-        latent_map(key, model, latents, projection, selected, show_sigma, upload)
-        st.caption(f"Test-set latent means μ(x), coloured by label. Hover for a sample's terms; "
-                   f"click one to select it. ○ = selected sample {selected}, × = the decoder's z "
-                   f"as of the last full refresh (the small map beside the sliders follows "
-                   f"every move).")
-    with right:
-        st.subheader("Decode z")
-        # the locator map's picture, once per full run (slider moves only move the marker)
-        st.html(app_shared.get_live_decoder(key, projection).locator_css())
-        decode_panel(key, projection, selected)
-        decode_buttons(key, projection, selected)
+    projections = available_projections(latents)
+    controls = st.container(horizontal=True, gap="medium", vertical_alignment="center")
+    projection = projections[0]
+    if len(projections) > 1:
+        projection = controls.radio("Map", projections, key="projection", horizontal=True,
+                                    format_func=lambda p: PROJECTION_NAMES[p],
+                                    help="2-D views of the latent means, computed when "
+                                         "training finished (t-SNE is never computed while "
+                                         "you wait)")
+    show_sigma = False
+    if model.is_vae and dim == 2:
+        show_sigma = controls.toggle("Show posterior σ", value=True, key="show_sigma",
+                                     help="Ellipses at 1σ (solid) and 2σ (dotted) of q(z|x) "
+                                          "for the selected sample")
+    upload_xy = None
+    if upload is not None and upload.terms is not None:
+        upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]  # (2,)
+    lens_panel(key, projection, selected, show_sigma, upload_xy)
 
     if test_images is None and not images_error:
         test_images = load_images()

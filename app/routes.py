@@ -12,9 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.shared import runs_dir
-from explorer.model_files import ModelFileError, read_model_file
-
-MODEL_PREFIX = "/vae-model"  # + /<run folder>/<sha256>/<file>
+from explorer.model_files import MODEL_PREFIX, ModelFileError, read_model_file
 
 
 async def _model_file(request: Request) -> Response:

@@ -47,10 +47,12 @@ import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
 from explorer import figures
-from explorer.inference import available_projections, map_coords
+from explorer.inference import available_projections
 from explorer.live import LiveDecoder, build_live_decoder
+from explorer.model_files import MODEL_PREFIX, model_url
 from explorer.onnx_model import OnnxModel, load_onnx_model
 from explorer.runs import RunEntry, file_stamp, list_runs
+from explorer.text import md
 from training import rundir
 
 DATA_FIELDS = ("dataset", "data_dir", "image_size", "channels", "split_seed", "test_fraction")
@@ -165,15 +167,26 @@ def run_stamp(path: str | os.PathLike) -> tuple[float, float]:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _live_decoder(path: str, projection: str, stamp: tuple[float, float]) -> LiveDecoder:
-    latents = get_latents(path)
-    return build_live_decoder(get_model(path), latents, projection,
-                              map_coords(latents, projection))
+    return build_live_decoder(get_model(path), get_latents(path), projection)
 
 
 def get_live_decoder(path: str | os.PathLike, projection: str) -> LiveDecoder:
     """The decode panel's precomputed state per run and map view, shared by all sessions
     (read-only after construction)."""
     return _live_decoder(str(path), projection, run_stamp(path))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _decoder_link(path: str, stamp: float) -> tuple[str, str]:
+    sha = rundir.read_onnx_record(path)["files"][rundir.ONNX_DECODER_FILE]["sha256"]
+    return model_url(MODEL_PREFIX, Path(path).name, rundir.ONNX_DECODER_FILE, sha), sha
+
+
+def get_decoder_link(path: str | os.PathLike) -> tuple[str, str]:
+    """(URL on this server, SHA-256) of the run's ``decoder.onnx``, which the browser
+    downloads once and decodes with (``app/routes.py`` serves it). Call after
+    :func:`get_model`, which verified the file against that digest."""
+    return _decoder_link(str(path), file_stamp(path, rundir.ONNX_RECORD_FILE))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -224,11 +237,8 @@ def warm_up() -> str | None:
     model, latents = get_model(path), get_latents(path)
     projection = available_projections(latents)[0]
     decoder = get_live_decoder(path, projection)
-    decoder.locator_css()  # drawn once per decoder
     decoder.render(np.zeros(model.latent_dim, dtype=np.float32))  # imports PIL's PNG encoder
-    figures.latent_map_base(map_coords(latents, projection), latents["labels"],
-                            model.info.class_names, latents["recon"], latents["kl"],
-                            projection).to_json()
+    get_decoder_link(path)
     figures.kl_bar_figure(np.zeros(model.latent_dim), decoder.order, decoder.mean_kl)
     get_curves_figure(path)
     get_test_arrays(path)
@@ -280,11 +290,11 @@ def pick_run(label: str = "Run") -> Path | None:
     if broken:
         with st.sidebar.expander(f"{len(broken)} run folder(s) cannot be opened"):
             for e in broken:
-                st.caption(f"**{e.name}**: {e.problem}")
+                st.caption(f"**{md(e.name)}**: {md(e.problem)}")
     if current is None:
         return None
     st.session_state[_PICK_KEY] = current  # before the widget exists: allowed, no warning
     st.sidebar.selectbox(label, options, key=_PICK_KEY, on_change=_adopt_pick,
                          format_func=lambda p: by_path[p].label(),
-                         help=f"Run folders under {runs_dir()}, newest first.")
+                         help="The run folders this server offers, newest first.")
     return Path(current)

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+MODEL_PREFIX = "/vae-model"  # the URL path under which app/routes.py serves model files
 SERVABLE_FILES = frozenset({"decoder.onnx", "encoder.onnx"})
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # far above any model the app can show
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

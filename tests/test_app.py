@@ -31,12 +31,44 @@ def start(runs, monkeypatch) -> AppTest:
     return at
 
 
+def lens_element(at: AppTest, role: str = "lens"):
+    """The latent lens's main element (``role="lens"``: z, sliders, decoder, server image)
+    or its map element (``role="map"``), and its data."""
+    for element in at.get("bidi_component"):
+        data = json.loads(element.proto.json)
+        if element.proto.component_name == "vae-latent-explorer.lens" and \
+                data.get("role", "lens") == role:
+            return element, data
+    raise AssertionError(f"no latent lens ({role}) on the page")
+
+
+def lens(at: AppTest) -> dict:
+    return lens_element(at)[1]
+
+
 def decoded_src(at: AppTest) -> str:
-    blocks = [h.value for h in at.html if 'alt="decoded image"' in h.value]
-    assert len(blocks) == 1, "the decode panel's image is missing"
-    match = re.search(r'alt="decoded image" src="(data:image/png;base64,[^"]+)"', blocks[0])
-    assert match, blocks[0][:200]
-    return match.group(1)
+    """The server's decode of the current z, as the lens shows it before (or without) the
+    browser's decoder."""
+    src = lens(at)["server_png"]
+    assert src.startswith("data:image/png;base64,")
+    return src
+
+
+def lens_reports(at: AppTest, **update) -> AppTest:
+    """Run the app as after the lens reported to Python (a slider released, the pointer
+    left the map, a click): its state widget gets ``{"update": {...}}``, as the browser
+    sends it."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    element, data = lens_element(at)
+    value = {"z": data["z"], "selected": None, "source": "slider",
+             "event": data.get("last_event", 0) + 1, **update}
+    states = WidgetStates()
+    states.CopyFrom(at._tree.get_widget_states())
+    state = states.widgets.add()
+    state.id = element.proto.id
+    state.json_value = json.dumps({"update": value})
+    return at._run(states)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -84,11 +116,14 @@ def test_starts_on_a_tiny_run_without_exception(runs, monkeypatch):
     at = start(runs, monkeypatch)
     assert_clean(at)
     assert at.title[0].value == "VAE Latent Explorer"
-    assert [s.key for s in at.slider] == ["z0", "z1"]
+    data = lens(at)
+    assert data["model"]["latent_dim"] == 2 and len(data["z"]) == 2
+    assert data["model"]["url"].startswith("/vae-model/digits-vae-z2/")
+    assert data["model"]["url"].endswith("/decoder.onnx")
+    assert lens_element(at, "map")[1]["map"]["n"] == 359  # every test point on the map
     figures = charts(at)
-    assert len(figures) == 2  # the latent map and the KL bars (the curves tab is lazy)
-    assert not at.get("plotly_chart")  # both drawn by the light build
-    assert {t["type"] for t in figures[0]["data"]} == {"scatter"}  # 100 points: SVG
+    assert len(figures) == 1  # the KL bars (the curves tab is lazy; the map is the lens)
+    assert not at.get("plotly_chart")  # drawn by the light build
     m = metrics(at)
     recon = float(m["reconstruction E_q[−log p(x|z)]"].split()[0])
     kl = float(m["KL(q(z|x) ‖ p(z))"].split()[0])
@@ -99,21 +134,38 @@ def test_starts_on_a_tiny_run_without_exception(runs, monkeypatch):
     assert at.selectbox[0].value == str(runs / "digits-vae-z2")
 
 
-def test_moving_slider_z0_changes_the_decoded_image(runs, monkeypatch):
+def test_a_lens_release_changes_the_decoded_image_and_log_prior(runs, monkeypatch):
     at = start(runs, monkeypatch)
-    before = decoded_src(at)
-    z0 = at.slider(key="z0")
-    at.slider(key="z0").set_value(round(z0.max - 0.1, 2) if z0.value < 0 else z0.min + 0.1).run()
+    before, version = decoded_src(at), lens(at)["z_version"]
+    caption = [c.value for c in at.caption if "log p(z)" in c.value]
+    lens_reports(at, z=[1.25, -0.5])
     assert_clean(at)
-    after = decoded_src(at)
-    assert after != before
-    # buttons: reset to zero and back to the sample's mu
+    assert at.session_state["z0"] == 1.25 and at.session_state["z1"] == -0.5
+    assert lens(at)["z"] == [1.25, -0.5]
+    assert lens(at)["z_version"] == version  # the browser set z: no need to send it back
+    assert decoded_src(at) != before
+    log_prior = -0.5 * (1.25**2 + 0.5**2) - np.log(2 * np.pi)
+    assert any(f"log p(z) = {log_prior:.2f} nats" in c.value for c in at.caption)
+    assert caption != [c.value for c in at.caption if "log p(z)" in c.value]
+    # buttons: reset to zero and back to the sample's mu (Python sets z: a new version)
     at.button(key="z_zero").click().run()
-    assert at.slider(key="z0").value == 0.0 and at.slider(key="z1").value == 0.0
+    assert lens(at)["z"] == [0.0, 0.0] and lens(at)["z_version"] > version
     at.button(key="z_from_mu").click().run()
     assert decoded_src(at) == before
     at.button(key="z_prior").click().run()
     assert_clean(at)
+
+
+def test_a_click_on_the_lens_map_selects_the_sample(runs, monkeypatch):
+    at = start(runs, monkeypatch)
+    lens_reports(at, source="click", selected=5)
+    assert_clean(at)
+    assert at.tabs[0].label == "ELBO of sample 5"
+    from training.rundir import read_latents
+
+    mu = read_latents(runs / "digits-vae-z2")["mu"][5]
+    assert lens(at)["selected"] == 5
+    assert lens(at)["z"] == pytest.approx(mu.tolist(), abs=1e-6)
 
 
 def test_selecting_a_sample_updates_the_elbo_panel(runs, monkeypatch):
@@ -128,12 +180,11 @@ def test_selecting_a_sample_updates_the_elbo_panel(runs, monkeypatch):
     from training.rundir import read_latents
 
     mu = read_latents(runs / "digits-vae-z2")["mu"][7]
-    assert at.slider(key="z0").value == pytest.approx(mu[0], abs=0.006)
-    # the map rings the new sample (its figure is reused, only the overlays move)
-    spec = charts(at)[0]
-    ring = next(t for t in spec["data"] if t.get("meta") == "selected")
-    assert ring["x"][0] == pytest.approx(float(mu[0]), abs=1e-5)
-    assert any(t.get("meta") == "sigma1" and len(t["x"]) > 0 for t in spec["data"])
+    assert at.session_state["z0"] == pytest.approx(mu[0], abs=1e-6)
+    # the lens rings the new sample, with its posterior's sigma for the ellipses
+    data = lens(at)
+    assert data["selected"] == 7 and data["z"] == pytest.approx(mu.tolist(), abs=1e-6)
+    assert data["sigma"] is not None and len(data["sigma"]) == 2
     # the "worst reconstruction" shortcut selects the arg-max of the per-sample terms
     at.button(key="pick_worst").click().run()
     worst = int(np.argmax(read_latents(runs / "digits-vae-z2")["recon"]))
@@ -170,13 +221,17 @@ def test_larger_latent_space_offers_pca_and_tsne(tiny_run_z4, tmp_path, monkeypa
     shutil.copytree(tiny_run_z4, folder / tiny_run_z4.name)
     at = start(folder, monkeypatch)
     assert_clean(at)
-    assert sorted(s.key for s in at.slider) == ["z0", "z1", "z2", "z3"]
+    assert len(lens(at)["z"]) == 4
     radio = at.radio(key="projection")
     assert radio.options == ["PCA", "t-SNE"]
+    map_data = lens_element(at, "map")[1]["map"]
+    assert map_data["projection"] == "pca" and "pca_mean" in map_data and "mu" not in map_data
     before = decoded_src(at)
     radio.set_value("tsne").run()
     assert_clean(at)
-    at.slider(key="z3").set_value(1.5).run()
+    map_data = lens_element(at, "map")[1]["map"]
+    assert map_data["projection"] == "tsne" and "mu" in map_data  # the lens's inverse
+    lens_reports(at, z=[0.0, 0.0, 0.0, 1.5])
     assert_clean(at)
     assert decoded_src(at) != before
 
@@ -208,39 +263,33 @@ def test_empty_runs_folder_offers_the_train_button_which_trains(tmp_path, monkey
     assert_clean(at)
     button = at.button(key="train_demo")
     assert "Train the demo model" in button.label
-    assert not at.slider
+    assert not at.get("bidi_component")
     button.click().run()
     assert_clean(at)
     assert (folder / "demo-vae-z2" / "model.safetensors").is_file()
-    assert [s.key for s in at.slider] == ["z0", "z1"]  # the app opened the new run
+    assert len(lens(at)["z"]) == 2  # the app opened the new run
 
 
 def test_a_retrained_run_is_reread_not_served_stale(runs, tiny_run_z4, monkeypatch):
     at = start(runs, monkeypatch)
-    assert [s.key for s in at.slider] == ["z0", "z1"]
+    assert len(lens(at)["z"]) == 2
     target = runs / "digits-vae-z2"
     for name in ("config.json", "model.safetensors", "latents.npz", "metrics.jsonl",
                  "encoder.onnx", "decoder.onnx", "onnx.json"):
         shutil.copy(tiny_run_z4 / name, target / name)  # new mtimes: the caches must miss
     at.run()
     assert_clean(at)
-    assert sorted(s.key for s in at.slider) == ["z0", "z1", "z2", "z3"]
+    assert len(lens(at)["z"]) == 4
 
 
-def test_large_maps_fall_back_to_webgl_through_st_plotly_chart(runs, monkeypatch):
-    """A map over ``WEBGL_MIN_POINTS`` points is a WebGL scatter, which the light build
-    cannot draw: it goes through st.plotly_chart (with its on_select), the KL bars still
-    through the light build."""
-    from explorer import figures
-
-    monkeypatch.setattr(figures, "WEBGL_MIN_POINTS", 10)
+def test_a_run_without_onnx_files_says_how_to_export_it(runs, monkeypatch):
+    for name in ("encoder.onnx", "decoder.onnx", "onnx.json"):
+        (runs / "digits-vae-z2" / name).unlink()
     at = start(runs, monkeypatch)
-    assert_clean(at)
-    (native,) = at.get("plotly_chart")
-    spec = json.loads(native.proto.spec)
-    assert "scattergl" in {t["type"] for t in spec["data"]}
-    assert native.proto.selection_mode  # clicking a point still selects it
-    assert len(at.get("component_instance")) == 1  # the KL bars
+    assert not at.exception
+    (message,) = [e.value for e in at.error]
+    assert "python -m training.export" in re.sub(r"\\(.)", r"\1", message)  # Markdown-escaped
+    assert len(message.splitlines()) == 1
 
 
 def test_main_page_never_imports_torch(tiny_run):
@@ -254,8 +303,8 @@ def test_main_page_never_imports_torch(tiny_run):
         f"at = AppTest.from_file({str(ROOT / 'streamlit_app.py')!r}, default_timeout=120)\n"
         "at.run()\n"
         "assert not at.exception, [e.value for e in at.exception]\n"
-        "assert at.slider, 'no sliders: the page did not open the run'\n"
-        "at.slider(key='z0').set_value(0.5).run()\n"
+        "assert at.get('bidi_component'), 'no lens: the page did not open the run'\n"
+        "at.button(key='z_zero').click().run()\n"
         "print('TORCH', 'torch' in sys.modules)\n"
     )
     env = {**os.environ, "VAE_RUNS_DIR": str(tiny_run.parent)}
