@@ -17,7 +17,7 @@ saving is the evaluation).
 
 A click on a point calls ``on_select`` with the chart's state in
 ``st.session_state[key]``: ``{"selection": {"points": [...], ...}, "event": n}``, the
-shape of ``st.plotly_chart``'s selection state, so ``figures.selected_index`` reads both.
+shape of ``st.plotly_chart``'s selection state.
 """
 
 from __future__ import annotations

@@ -191,55 +191,17 @@ def test_difference_image_colours():
     assert tuple(diff[0, 2]) == (255, 128, 128)  # half brighter: light red
 
 
-def test_locator_pixels_and_picture():
-    coords = np.array([[0.0, 0.0], [10.0, 10.0]])
-    loc = figures.Locator(coords, np.array([0, 1]), size=101, margin=0.0)
-    assert loc.to_pixels(np.array([0.0, 0.0])).tolist() == [[0, 100]]  # bottom left
-    assert loc.to_pixels(np.array([10.0, 10.0])).tolist() == [[100, 0]]  # top right
-    assert loc.to_pixels(np.array([99.0, -99.0])).tolist() == [[100, 100]]  # clipped
-    img = decode_png(loc.background_png())
-    assert img.shape == (101, 101, 3)
-    assert tuple(img[99, 1]) == figures._hex_rgb(figures.class_colour(0))  # point 0's dot
-    assert tuple(img[50, 50]) == (255, 255, 255)  # empty space
-
-
-def test_latent_map_figure_and_selection_parsing():
-    coords = np.array([[0, 0], [1, 1], [2, 0]], np.float32)
-    labels = np.array([1, 0, 1])
-    fig = figures.latent_map_figure(coords, labels, ["zero", "one"], np.array([10., 20., 30.]),
-                                    np.array([1., 2., 3.]), selected=2,
-                                    sigma=np.array([0.5, 0.25]), upload_xy=np.array([0.5, 0.5]))
-    scatter = [t for t in fig.data if t.meta is None]  # the classes; overlays are tagged
-    assert [(t.name, t.type) for t in scatter] == [("zero", "scatter"), ("one", "scatter")]
-    np.testing.assert_array_equal(scatter[1].customdata[:, 0], [0, 2])  # global indices
-    np.testing.assert_array_equal(scatter[1].customdata[:, 1], [10, 30])
-    ellipses = [t for t in fig.data if t.type == "scatter" and t.mode == "lines"]
-    assert len(ellipses) == 2  # 1 sigma and 2 sigma
-    assert max(ellipses[0].x) == pytest.approx(2.5)  # 2 + 1 * 0.5
-    assert max(ellipses[1].y) == pytest.approx(0.5, abs=1e-3)  # 0 + 2 * 0.25
-    overlays = {t.meta: t for t in fig.data if t.meta}
-    assert list(overlays["selected"].x) == [2.0] and list(overlays["upload"].y) == [0.5]
-    assert overlays["upload"].showlegend and not overlays["decoder_z"].showlegend
-    # moving the overlays of the same figure: no ellipses, a decoder z, no upload
-    figures.update_map_overlays(fig, coords, selected=0, decoder_xy=np.array([1.0, 1.0]))
-    assert len(ellipses[0].x) == 0 and list(overlays["selected"].x) == [0.0]
-    assert list(overlays["decoder_z"].x) == [1.0] and len(overlays["upload"].x) == 0
-    event = {"selection": {"points": [{"customdata": [2.0, 30.0, 3.0], "x": 2, "y": 0}],
-                           "point_indices": [1]}}
-    assert figures.selected_index(event) == 2
-    assert figures.selected_index({"selection": {"points": []}}) is None
-    assert figures.selected_index(None) is None
-
-
 def test_large_maps_are_webgl_small_ones_svg():
     rng = np.random.default_rng(0)
     for n, kind in ((figures.WEBGL_MIN_POINTS, "scatter"),
                     (figures.WEBGL_MIN_POINTS + 1, "scattergl")):
         coords = rng.normal(size=(n, 2)).astype(np.float32)
         labels = np.arange(n) % 3
-        fig = figures.latent_map_base(coords, labels, ["a", "b", "c"], np.ones(n), np.ones(n))
-        assert {t.type for t in fig.data if t.meta is None} == {kind}
-        assert sum(len(t.x) for t in fig.data if t.meta is None) == n
+        traces = figures.label_traces(coords, labels, ["a", "b", "c"], np.zeros((n, 1)),
+                                      hover=lambda name: name)
+        assert {t.type for t in traces} == {kind}
+        assert [t.name for t in traces] == ["a", "b", "c"]
+        assert sum(len(t.x) for t in traces) == n
 
 
 def test_elbo_latex_and_curves():
@@ -257,27 +219,19 @@ def test_elbo_latex_and_curves():
 def test_live_decoder_renders_z_and_prior_density(tiny_run_z4):
     model = load_onnx_model(tiny_run_z4)
     latents = read_latents(tiny_run_z4)
-    live = build_live_decoder(model, latents, "pca", latents["pca"])
-    shown, rest = live.visible(3)
-    assert len(shown) == 3 and len(rest) == 1
-    assert sorted(np.concatenate([shown, rest]).tolist()) == [0, 1, 2, 3]
+    live = build_live_decoder(model, latents, "pca")
+    np.testing.assert_array_equal(live.coords, latents["pca"])
+    assert sorted(live.order.tolist()) == [0, 1, 2, 3]
+    assert len(live.slider_help()) == 4 and "mean KL" in live.slider_help()[0]
     z = latents["mu"][0]
     frame = live.render(z)
     np.testing.assert_allclose(decode_png(frame.decoded_png) / 255.0,
                                decode_mean(model, z)[:, :, 0], atol=0.5 / 255 + 1e-6)
-    np.testing.assert_allclose(frame.map_xy, latents["pca"][0], atol=1e-4)
-    assert frame.marker_px == tuple(live.locator.to_pixels(latents["pca"][0])[0])
     ref = -0.5 * float((z.astype(np.float64) ** 2).sum()) - 2 * np.log(2 * np.pi)
     assert frame.log_prior == pytest.approx(ref)
     other = live.render(z + 1.0)
     assert other.decoded_png != frame.decoded_png
     assert (live.clamp(np.full(4, 1e6)) == live.hi).all()
-    html = live.html(frame, "PCA")
-    assert 'alt="decoded image"' in html and figures.data_uri(frame.decoded_png) in html
-    assert f'data-col="{frame.marker_px[0]}"' in html and live.locator_class in html
-    assert len(html) < 2500  # a move sends the tiny image and the marker, not the map
-    css = live.locator_css()
-    assert css.startswith(f"<style>.{live.locator_class}{{") and "data:image/png" in css
 
 
 # --------------------------------------------------------------------------- uploads
