@@ -1,6 +1,6 @@
 """The ``vae-explorer`` command: serve the app with ``streamlit run streamlit_app.py``.
 
-``vae-explorer [--runs-dir PATH] [--data-root PATH] [--no-train] [--port N]
+``vae-explorer [--runs-dir PATH] [--data-root PATH] [--no-train] [--dev] [--port N]
 [--address HOST] [STREAMLIT OPTIONS...]``
 replaces itself with ``python -m streamlit run <streamlit_app.py> ... -- --runs-dir PATH``.
 The settings in ``.streamlit/config.toml`` beside ``streamlit_app.py`` apply (Streamlit
@@ -37,6 +37,8 @@ def build_command(argv: list[str] | None = None) -> list[str]:
                                             "folders as data sets (default: none offered)")
     parser.add_argument("--no-train", action="store_true",
                         help="turn training from the browser off (the Train page says so)")
+    parser.add_argument("--dev", action="store_true",
+                        help="developer mode: full error details (tracebacks) in the browser")
     parser.add_argument("--port", type=int, help="port to listen on (Streamlit's default 8501)")
     parser.add_argument("--address", help="address to listen on (e.g. 127.0.0.1 for this "
                                           "machine only, 0.0.0.0 for a classroom network)")
@@ -48,6 +50,8 @@ def build_command(argv: list[str] | None = None) -> list[str]:
         command += ["--server.port", str(args.port)]
     if args.address:
         command += ["--server.address", args.address]
+    if args.dev:
+        command += ["--client.showErrorDetails", "full"]
     script_args = ["--runs-dir", str(Path(args.runs_dir).resolve())]
     if args.data_root:
         script_args += ["--data-root", str(Path(args.data_root).expanduser().resolve())]

@@ -110,3 +110,14 @@ def test_vae_explorer_builds_the_streamlit_command(tmp_path):
                                  str(tmp_path.resolve()), "--no-train"]
     with pytest.raises(SystemExit):
         build_command(["--port", "70000"])
+    dev = build_command(["--dev"])
+    assert dev[dev.index("--client.showErrorDetails") + 1] == "full"
+
+
+def test_students_never_see_tracebacks():
+    """``.streamlit/config.toml`` beside streamlit_app.py (Streamlit reads it wherever the
+    app is started from) shows an exception's type only, no message, trace or path."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] in ("type", "none")
