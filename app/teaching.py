@@ -15,6 +15,7 @@ import streamlit as st
 from app import shared as app_shared
 from explorer import export
 from explorer.generation import grid_pixels, tile
+from explorer.text import md
 from training import rundir
 from training.data import DataError
 
@@ -35,7 +36,7 @@ def open_run(path: Path | str) -> tuple[Any, dict[str, np.ndarray]] | None:
     try:
         return app_shared.get_run(path), app_shared.get_latents(path)
     except rundir.RunDirError as exc:
-        st.error(f"Cannot open this run: {exc}")
+        st.error(f"Cannot open this run: {md(exc)}")
         return None
 
 
@@ -74,7 +75,7 @@ def test_images(path: Path | str):
     try:
         return app_shared.get_test_images(path)
     except DataError as exc:
-        st.error(f"The test images of this run cannot be loaded: {exc}")
+        st.error(f"The test images of this run cannot be loaded: {md(exc)}")
         return None
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.text import plot_text
+
 # Tableau-10: distinguishable, colour-blind friendlier than Plotly's default for 10 classes.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
@@ -106,7 +108,7 @@ def label_traces(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     traces = []
     for label in np.unique(labels):
         mask = labels == label
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        name = plot_text(class_names[label] if 0 <= label < len(class_names) else label)
         traces.append(scatter(
             x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
             marker=dict(size=5, color=class_colour(label), opacity=opacity),

@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from explorer.compare import RatePoint
 from explorer.diagnostics import ACTIVE_THRESHOLD, LatentHealth
 from explorer.figures import PALETTE
+from explorer.text import plot_text
 
 CurvePoint = tuple[int, float, float]  # (K, ELBO, E[IWAE_K]) as explorer.iwae.sample_curve
 WARMUP_PANELS = (("beta", "β used in the objective"), ("test_kl", "test KL (rate), nats"),
@@ -40,13 +41,14 @@ def rate_distortion_figure(points: Sequence[RatePoint]) -> go.Figure:
         fig.add_annotation(x=xs[1], y=level - xs[1], text=f"−ELBO {level:.0f}",
                            showarrow=False, font=dict(size=10, color="#999"), xanchor="left")
     for i, p in enumerate(points):
+        name = plot_text(p.name)
         fig.add_scatter(
-            x=[p.rate], y=[p.distortion], mode="markers+text", name=p.name,
+            x=[p.rate], y=[p.distortion], mode="markers+text", name=name,
             text=[f"β={p.beta:g}"], textposition="top center",
             marker=dict(size=16, color=PALETTE[i % len(PALETTE)],
                         symbol="diamond" if p.kl_warmup else "circle",
                         line=dict(color="white", width=1)),
-            hovertemplate=(f"<b>{p.name}</b><br>β={p.beta:g}, warm-up {p.kl_warmup} epochs, "
+            hovertemplate=(f"<b>{name}</b><br>β={p.beta:g}, warm-up {p.kl_warmup} epochs, "
                            f"z={p.latent_dim}<br>rate (KL) %{{x:.2f}} nats<br>distortion "
                            f"(recon) %{{y:.2f}} nats<br>active units {p.active_units}"
                            "<extra></extra>"))
@@ -65,7 +67,8 @@ def warmup_figure(curves: dict[str, dict[str, list[float]]]) -> go.Figure:
     ``curves`` maps run names to :func:`explorer.compare.warmup_curve` columns."""
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
                         subplot_titles=[title for _, title in WARMUP_PANELS])
-    for i, (name, c) in enumerate(curves.items()):
+    for i, (run_name, c) in enumerate(curves.items()):
+        name = plot_text(run_name)
         colour = PALETTE[i % len(PALETTE)]
         for col, (key, _) in enumerate(WARMUP_PANELS, start=1):
             fig.add_scatter(x=c["epoch"], y=c[key], mode="lines+markers", name=name,

@@ -28,3 +28,15 @@ def md(text: object, max_chars: int = 300) -> str:
     if len(plain) > max_chars:
         plain = plain[: max_chars - 1] + "…"
     return _PUNCTUATION.sub(r"\\\1", plain)
+
+
+def plot_text(text: object, max_chars: int = 80) -> str:
+    """``text`` for a Plotly label (legend, hover, annotation): plotly.js renders a few HTML
+    tags there (``<a href>``, ``<b>``, ``<br>``, ``<span style>``), so ``<``, ``>`` and
+    ``&`` are escaped; line breaks become spaces; at most ``max_chars`` characters."""
+    import html
+
+    plain = _CONTROL.sub(" ", str(text))
+    if len(plain) > max_chars:
+        plain = plain[: max_chars - 1] + "…"
+    return html.escape(plain, quote=False)

@@ -11,6 +11,7 @@ from app import teaching as ui
 from explorer.compare import comparable, default_curve_runs, rate_points, warmup_curve
 from explorer.lesson_charts import rate_distortion_figure, warmup_figure
 from explorer.runs import openable_runs
+from explorer.text import md
 
 
 def main() -> None:
@@ -36,12 +37,12 @@ def main() -> None:
         return
     fig = rate_distortion_figure(shown)
     st.plotly_chart(fig, key="rate_distortion")
-    st.caption(f"Final test-set terms of {len(shown)} VAE runs on {shown[0].dataset}. Down = "
+    st.caption(f"Final test-set terms of {len(shown)} VAE runs on {md(shown[0].dataset)}. Down = "
                "sharper reconstructions, left = less information in z. Dotted lines: equal "
                "−ELBO (recon + KL). ◆ = trained with KL warm-up.")
     ui.download_figure(fig, "rate-distortion", "dl_rd")
     for note in notes + problems:
-        st.caption(f"Not shown: {note}")
+        st.caption(f"Not shown: {md(note)}")
     table = pd.DataFrame([{"run": p.name, "β": p.beta, "warm-up (epochs)": p.kl_warmup,
                            "latent dim": p.latent_dim, "rate KL": p.rate,
                            "distortion recon": p.distortion, "−ELBO": p.neg_elbo,

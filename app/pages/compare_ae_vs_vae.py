@@ -13,6 +13,7 @@ from explorer.generation import prior_samples, reconstruct
 from explorer.inference import available_projections, map_coords
 from explorer.lesson_figures import lesson_map
 from explorer.runs import file_stamp, openable_runs
+from explorer.text import md
 from training import rundir
 
 N_INPUTS = 8
@@ -33,8 +34,8 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     run, latents = opened
     is_vae = run.model.is_vae
     kind = "VAE" if is_vae else "plain autoencoder"
-    st.subheader(f"{entry.name}")
-    st.caption(f"{kind}, {run.model.latent_dim}-D latent space, {run.info.config.dataset}")
+    st.subheader(md(entry.name))
+    st.caption(f"{kind}, {run.model.latent_dim}-D latent space, {md(run.info.config.dataset)}")
     projection = available_projections(latents)[0]
     coords = map_coords(latents, projection)
     fig = lesson_map(coords, latents["labels"], run.info.class_names, projection,
@@ -86,7 +87,8 @@ def main() -> None:
     a, b = entries[names.index(left)], entries[names.index(right)]
     st.sidebar.caption(ui.UNITS_NOTE)
     if a.dataset != b.dataset:
-        st.error(f"{a.name} was trained on {a.dataset} and {b.name} on {b.dataset}: "
+        st.error(f"{md(a.name)} was trained on {md(a.dataset)} and {md(b.name)} on "
+                 f"{md(b.dataset)}: "
                  f"reconstructions of the same inputs need runs on the same data set.")
         return
     images = ui.test_images(str(a.path))

@@ -12,6 +12,7 @@ from explorer.diagnostics import ACTIVE_THRESHOLD, run_health
 from explorer.iwae import estimate_bounds
 from explorer.lesson_charts import latent_health_figure
 from explorer.runs import file_stamp
+from explorer.text import md
 from training import rundir
 from training.data import DataError
 
@@ -91,7 +92,7 @@ def main() -> None:
     try:
         summary = export.run_summary(path, health, bounds)
     except rundir.RunDirError as exc:  # e.g. a damaged metrics.jsonl: no summary, no traceback
-        st.warning(f"The summary cannot be built: {exc}")
+        st.warning(f"The summary cannot be built: {md(exc)}")
         return
     st.download_button("Run summary (JSON)", export.summary_json(summary),
                        file_name=f"{path.name}-summary.json", mime="application/json",

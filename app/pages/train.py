@@ -38,6 +38,7 @@ from explorer.jobs import (
     schedule,
     submit,
 )
+from explorer.text import md
 from explorer.train_policy import TrainPolicy, format_bytes
 
 JOBS_KEY = "_train_jobs_opened"  # names of finished jobs whose run was already opened
@@ -148,11 +149,11 @@ def training_form(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> 
     st.session_state[FOLLOW_KEY] = job.name
     if job.state == "queued":
         place, total = queue_position(runs, job.name)
-        st.info(f"**{job.name}** waits in the queue (place {place} of {total}): "
+        st.info(f"**{md(job.name)}** waits in the queue (place {place} of {total}): "
                 f"{policy.max_running} job(s) are training. It starts by itself when one "
                 f"finishes; you can keep exploring other pages.")
     else:
-        st.success(f"Started **{job.name}** (1 CPU thread). You can keep exploring other "
+        st.success(f"Started **{md(job.name)}** (1 CPU thread). You can keep exploring other "
                    f"pages; come back here to follow it.")
 
 
@@ -166,7 +167,7 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
     """One job, re-read every second: its record, run folder and log, nothing else."""
     job = load_job(runs, name)
     if job is None:
-        st.caption(f"The record of {name!r} is gone (old records are pruned).")
+        st.caption(f"The record of {md(name)} is gone (old records are pruned).")
         return
     status = poll_job(job, policy.data_root)
     mine = may_cancel(job, token)
@@ -211,7 +212,7 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
         if status.state == "complete" and mine and job.name not in opened:
             opened.append(job.name)  # open the visitor's own run once, automatically
             st.session_state[app_shared.RUN_KEY] = job.run_dir
-            st.toast(f"{job.name} finished: it is now the selected run on every page.",
+            st.toast(f"{md(job.name)} finished: it is now the selected run on every page.",
                      icon=":material/check_circle:")
         if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
             st.session_state[app_shared.RUN_KEY] = job.run_dir
@@ -234,8 +235,8 @@ def jobs_section(runs: str, jobs: list[TrainJob], policy: TrainPolicy, token: st
     states = {j.name: job_state(j) for j in jobs}
     queued = sorted((j for j in jobs if states[j.name] == "queued"), key=lambda j: j.created)
     training = [j.name for j in jobs if states[j.name] == "running"]
-    st.caption(f"Training now: {', '.join(training) or 'none'} · Queue: "
-               + (" · ".join(f"{i}. {j.name}" for i, j in enumerate(queued, 1)) or "empty"))
+    st.caption(f"Training now: {md(', '.join(training)) or 'none'} · Queue: "
+               + (" · ".join(f"{i}. {md(j.name)}" for i, j in enumerate(queued, 1)) or "empty"))
     names = [j.name for j in jobs]
     by_name = {j.name: j for j in jobs}
     follow = st.session_state.get(FOLLOW_KEY)
