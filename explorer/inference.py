@@ -10,6 +10,7 @@ samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,12 +26,17 @@ PROJECTIONS = ("raw", "pca", "tsne")
 def load_test_images(info: RunInfo) -> np.ndarray:
     """The run's test images (N, C, H, W) float32 in [0, 1], in the order of
     ``latents.npz``: the split is deterministic (``split_seed``), so reloading the data set
-    reproduces it. Raises :class:`training.data.DataError` when the data set cannot be read."""
-    from training.data import load_dataset
+    reproduces it. Raises :class:`training.data.DataError` when the data set cannot be read,
+    or when its images are not of the run's ``image_shape`` (when ``info`` gives one)."""
+    from training.data import DataError, load_dataset
 
     c = info.config
     data = load_dataset(c.dataset, c.data_dir, False, c.image_size, c.channels,
                         c.split_seed, c.test_fraction, numpy=True)
+    if all(info.image_shape) and tuple(data.image_shape) != tuple(info.image_shape):
+        raise DataError(f"the data set {c.dataset} has images of shape "
+                        f"{'x'.join(map(str, data.image_shape))}, this run's model takes "
+                        f"{'x'.join(map(str, info.image_shape))}")
     return data.test_x
 
 
@@ -90,7 +96,11 @@ def sample_terms(model: OnnxModel, x: np.ndarray, samples: int = 64,
     The reconstruction term is the mean of ``samples`` reparameterised draws
     z = mu + sigma * eps (seeded, so the panel shows the same number every time); the KL
     is exact. For an autoencoder z = mu and there is no KL."""
-    x_b = np.asarray(x, dtype=np.float32).reshape(1, *model.image_shape)  # (1, C, H, W)
+    x_arr = np.asarray(x, dtype=np.float32)
+    if x_arr.size != math.prod(model.image_shape):
+        raise ValueError(f"the image has shape {x_arr.shape}, the model takes "
+                         f"{tuple(model.image_shape)}")
+    x_b = x_arr.reshape(1, *model.image_shape)  # (1, C, H, W)
     mu, logvar = model.encode(x_b)  # (1, D), (1, D) | None
     logits_mu = model.decode(mu)  # (1, C, H, W)
     recon_image = sigmoid(logits_mu)

@@ -4,7 +4,11 @@ PyTorch (``import torch`` would eat most of the main page's cold-start budget).
 :func:`load_onnx_model` opens a run's ``encoder.onnx`` and ``decoder.onnx`` (written by
 ``training/export.py``) after checking that they are intact and were exported from the
 run's current ``model.safetensors`` (``onnx.json`` records both SHA-256s), and that their
-shapes are those ``config.json`` describes. :class:`OnnxModel` has the public surface of
+shapes are those ``config.json`` describes. Before that, everything is validated as
+``training/validate.py`` says: config.json's schema and limits, the weights' header
+against the model the config describes (names, shapes, float32, a 0-d ``log_sigma``), their
+checksum and finiteness, and the size caps of ``onnx.json`` and the ONNX files, all checked
+before the files are parsed. :class:`OnnxModel` has the public surface of
 ``explorer/npmodel.py``'s ``NumpyModel``; its log sigma^2 is clamped inside the graph
 exactly as in training. The ELBO terms in NumPy live in ``explorer/nploss.py``.
 
@@ -116,11 +120,8 @@ def load_onnx_model(run_dir: str | os.PathLike) -> OnnxModel:
     if not run_dir.is_dir():
         raise RunDirError(run_dir, "run directory does not exist")
     info = read_config(run_dir)
-    tensors, meta = load_weights(run_dir / WEIGHTS_FILE, framework="np")
-    if "log_sigma" not in tensors:
-        raise RunDirError(run_dir / WEIGHTS_FILE, "weights do not match the model described in "
-                                                  "config.json (another architecture?): "
-                                                  "missing log_sigma")
+    # checked against the config (every name and shape, log_sigma 0-d) before it is read
+    tensors, meta = load_weights(run_dir / WEIGHTS_FILE, framework="np", info=info)
     encoder_graph, decoder_graph = read_onnx(run_dir, meta["weights_sha256"])
     try:
         encoder, decoder = _session(encoder_graph), _session(decoder_graph)
@@ -130,4 +131,4 @@ def load_onnx_model(run_dir: str | os.PathLike) -> OnnxModel:
                                    f"ONNX Runtime: {first_line}") from exc
     _check_shapes(info, encoder, decoder, run_dir)
     return OnnxModel(info=info, encoder=encoder, decoder=decoder,
-                     log_sigma=float(tensors["log_sigma"]))
+                     log_sigma=float(tensors["log_sigma"].reshape(())))

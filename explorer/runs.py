@@ -1,8 +1,12 @@
 """Finding the run directories the app can open: list, sort newest first, describe.
 
 A run directory is any immediate subfolder of the runs folder with a ``config.json``
-(see ``training/rundir.py``). A folder whose config cannot be read is still listed, with
-the reason, so the app can say why a run is missing instead of silently hiding it.
+(see ``training/rundir.py``). Run folders are untrusted (downloaded, shared): each is
+checked by ``training.validate.check_run`` (config.json's schema and limits, the weights'
+header against it, latents.npz's arrays; cached by the files' stamps, so a rerun costs a
+few ``stat`` calls). A folder that fails is still listed, with its one-line problem
+(naming the file, no server path), so the app can say why a run cannot be opened instead
+of hiding it or failing the whole listing: no crafted folder breaks the listing.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from training import rundir
+from training import rundir, validate
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,8 @@ class RunEntry:
     latent_dim: int = 0
     epochs_completed: int = 0
     epochs: int = 0
-    problem: str = ""  # why this run cannot be opened; "" when it can
+    problem: str = ""  # why this run cannot be opened; "" when it can (one line, no path)
+    note: str = ""  # an openable run's lesser problem (metrics.jsonl: no training curves)
 
     @property
     def name(self) -> str:
@@ -46,8 +51,16 @@ class RunEntry:
                 f"{self.epochs_completed}/{self.epochs} epochs{status}")
 
 
+def _problem(exc: rundir.RunDirError) -> str:
+    """One line for the run picker: the file (within the run folder) and its problem."""
+    name = exc.path.name if exc.run_folder != exc.path else ""
+    problem = rundir.redact_paths(exc.problem, exc.run_folder)
+    return f"{name}: {problem}" if name and not problem.startswith(name) else problem
+
+
 def describe_run(path: str | os.PathLike) -> RunEntry:
-    """Read one run's config.json (cheap: no weights) into a :class:`RunEntry`."""
+    """Check one run folder (:func:`training.validate.check_run`: config, the weights'
+    header, latents; cached) into a :class:`RunEntry`. Never raises for a bad folder."""
     path = Path(path)
     config_file = path / rundir.CONFIG_FILE
     try:
@@ -57,29 +70,47 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
     try:
         info = rundir.read_config(path)
     except rundir.RunDirError as exc:
-        return RunEntry(path=path, modified=modified, problem=exc.problem)
-    problem = ""
-    if not (path / rundir.WEIGHTS_FILE).is_file():
-        problem = "no model.safetensors yet (the first epoch has not finished)"
-    elif not (path / rundir.LATENTS_FILE).is_file():
-        problem = ("no latents.npz yet (the first epoch has not finished)"
-                   if info.epochs_completed == 0 and info.status == "training" else
-                   "latents.npz is missing (deleted, or not copied with the run); recompute "
-                   f"it from the weights with `python -m training.relatents {path}`")
+        return RunEntry(path=path, modified=modified, problem=_problem(exc))
+    problem = note = ""
+    hint = f"`python -m training.relatents <runs folder>/{path.name}`"
+    try:
+        if not (path / rundir.WEIGHTS_FILE).is_file():
+            problem = "no model.safetensors yet (the first epoch has not finished)"
+        elif not (path / rundir.LATENTS_FILE).is_file():
+            problem = ("no latents.npz yet (the first epoch has not finished)"
+                       if info.epochs_completed == 0 and info.status == "training" else
+                       "latents.npz is missing (deleted, or not copied with the run); "
+                       f"recompute it from the weights with {hint}")
+        else:
+            validate.check_run(path)
+    except rundir.RunDirError as exc:
+        problem = _problem(exc)
+    except OSError as exc:  # a folder that cannot be read (permissions)
+        problem = f"cannot be read: {rundir.describe_os_error(exc)}"
+    if not problem:
+        try:
+            validate.read_metrics(path)
+        except rundir.RunDirError as exc:
+            note = _problem(exc)
     return RunEntry(path=path, modified=modified, status=info.status,
                     dataset=info.config.dataset, model=info.config.model,
                     latent_dim=info.config.latent_dim, epochs_completed=info.epochs_completed,
-                    epochs=info.config.epochs, problem=problem)
+                    epochs=info.config.epochs, problem=problem, note=note)
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[RunEntry]:
     """Every run directory directly under ``runs_dir``, newest first (by config.json's
     modification time, then name). A missing ``runs_dir`` is an empty list."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    try:
+        if not runs_dir.is_dir():
+            return []
+        folders = [p for p in runs_dir.iterdir()
+                   if not p.name.startswith(".") and p.is_dir()
+                   and (p / rundir.CONFIG_FILE).exists()]
+    except OSError:  # the runs folder itself cannot be read
         return []
-    entries = [describe_run(p) for p in runs_dir.iterdir()
-               if p.is_dir() and not p.name.startswith(".") and (p / rundir.CONFIG_FILE).exists()]
+    entries = [describe_run(p) for p in folders]
     return sorted(entries, key=lambda e: (-e.modified, e.name))
 
 

@@ -20,6 +20,17 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # finite and gradients sane. Here, not in model.py, so the app's NumPy model shares it.
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 
+# Upper bounds of a run (inclusive). A run beyond them is refused by the trainer (here) and
+# by every reader of a run folder (training/validate.py), so the trainer never writes a run
+# the explorer cannot open. training/validate.py lists the caps on files and data.
+MAX_LATENT_DIM = 256  # the explorer draws one slider per dimension (about 20 ms each)
+MAX_HIDDEN_DIM = 8192
+MAX_HIDDEN_LAYERS = 16
+MAX_EPOCHS = 10_000  # also bounds kl_warmup and the rows of metrics.jsonl
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGE_SIDE = 512  # pixels per side of an image (folder data sets are resized to it)
+MAX_THREADS = 1024
+
 
 @dataclass
 class TrainConfig:
@@ -114,6 +125,17 @@ class TrainConfig:
         for name, value in positive_ints.items():
             if value < 1:
                 problems.append(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        upper = {"latent_dim": MAX_LATENT_DIM, "hidden_dim": MAX_HIDDEN_DIM,
+                 "hidden_layers": MAX_HIDDEN_LAYERS, "epochs": MAX_EPOCHS,
+                 "batch_size": MAX_BATCH_SIZE, "image_size": MAX_IMAGE_SIDE,
+                 "kl_warmup": MAX_EPOCHS, "threads": MAX_THREADS}
+        for name, limit in upper.items():
+            value = getattr(self, name)
+            if value > limit:
+                why = (f" (the explorer shows at most {limit} latent dimensions)"
+                       if name == "latent_dim" else "")
+                problems.append(f"{name.replace('_', '-')} must be at most {limit}{why}, "
+                                f"got {value}")
         if self.channels not in (1, 3):
             problems.append(f"channels must be 1 or 3, got {self.channels}")
         for name, number in {"lr": self.lr, "gaussian-sigma": self.gaussian_sigma}.items():
@@ -131,8 +153,18 @@ class TrainConfig:
             problems.append(f"lr-final-fraction must be in (0, 1], got {self.lr_final_fraction}")
         if self.threads < 0:
             problems.append(f"threads must be zero or positive, got {self.threads}")
+        if not self.tsne_perplexity > 0:
+            problems.append(f"tsne-perplexity must be positive, got {self.tsne_perplexity}")
+        if not problems:  # the model's size, by formula: nothing is allocated to know it
+            from training.validate import model_size_problem
+
+            size = model_size_problem(self)
+            if size:
+                problems.append(size)
         if problems:
             raise ValueError("; ".join(problems))
 
 
-__all__ = ["TrainConfig", "DATASETS", "ARCHS", "MODELS", "LIKELIHOODS", "DEVICES"]
+__all__ = ["TrainConfig", "DATASETS", "ARCHS", "MODELS", "LIKELIHOODS", "DEVICES",
+           "MAX_LATENT_DIM", "MAX_HIDDEN_DIM", "MAX_HIDDEN_LAYERS", "MAX_EPOCHS",
+           "MAX_BATCH_SIZE", "MAX_IMAGE_SIDE", "MAX_THREADS"]

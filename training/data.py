@@ -192,6 +192,11 @@ def load_folder(path: str | os.PathLike, image_size: int = 28, channels: int = 1
     class_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "."
                 for p in files]
     class_names = sorted(set(class_of))
+    from training.validate import MAX_CLASSES, MAX_TEST_POINTS
+
+    if len(class_names) > MAX_CLASSES:  # the explorer could not open the run
+        raise DataError(f"folder data set: {len(class_names):,} classes (subfolders) under "
+                        f"{root.resolve()}; the explorer shows at most {MAX_CLASSES}")
     mode = "L" if channels == 1 else "RGB"
     images = np.empty((len(files), channels, image_size, image_size), dtype=np.float32)
     for i, file in enumerate(files):
@@ -208,6 +213,9 @@ def load_folder(path: str | os.PathLike, image_size: int = 28, channels: int = 1
         raise DataError(f"folder data set: need at least 2 images under {root.resolve()}, "
                         f"found {len(files)}")
     n_test = min(len(files) - 1, max(1, int(round(len(files) * test_fraction))))
+    if n_test > MAX_TEST_POINTS:
+        raise DataError(f"folder data set: {n_test:,} test images; the explorer shows at "
+                        f"most {MAX_TEST_POINTS:,} (lower --test-fraction)")
     return _to_split(images, labels, n_test, seed, class_names, numpy)
 
 

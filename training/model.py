@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from training.config import LOGVAR_MAX, LOGVAR_MIN, TrainConfig
+from training.validate import arch_problem
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -87,12 +88,9 @@ class ConvDecoder(nn.Module):
 
 def check_arch(arch: str, image_shape: tuple[int, int, int]) -> None:
     """Raise ValueError when ``arch`` cannot handle images of ``image_shape``."""
-    _, height, width = image_shape
-    if arch == "conv" and (height < 16 or width < 16 or height % 4 or width % 4):
-        raise ValueError(
-            f"--arch conv needs images of at least 16x16 with sides divisible by 4, "
-            f"got {height}x{width}; use --arch mlp for this data set"
-        )
+    problem = arch_problem(arch, image_shape)
+    if problem:
+        raise ValueError(problem)
 
 
 class VAE(nn.Module):

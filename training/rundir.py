@@ -21,6 +21,11 @@ Files (all written atomically: a temporary file in the same folder, fsync, then
 Nothing here ever unpickles arbitrary objects: safetensors for weights, JSON for text,
 ``np.load(allow_pickle=False)`` and ``torch.load(weights_only=True)`` for the rest.
 
+A run folder is untrusted input (downloaded, shared): every reader below validates it
+first, through ``training/validate.py`` (size caps before parsing, a schema for each file,
+the weights checked against the config before any model is built; see there for the caps
+and limits). Every failure is a :class:`RunDirError`: one line naming the file.
+
 PyTorch is imported by the functions that need it, not by this module: the app's main
 page reads config, metrics, latents, (as NumPy arrays) weights and the ONNX files without
 it, because ``import torch`` alone would eat most of its cold-start budget.
@@ -35,6 +40,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import threading
@@ -45,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
+from training import validate
 from training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -66,15 +73,54 @@ ONNX_RECORD_FILE = "onnx.json"
 ONNX_FILES = (ONNX_ENCODER_FILE, ONNX_DECODER_FILE, ONNX_RECORD_FILE)  # the final epoch
 ONNX_FORMAT = "vae-latent-explorer/onnx"
 TMP_MARK = ".tmp-"  # temporary files are named .<final name>.tmp-<random>
+_RUN_FILE_NAMES = frozenset((*RUN_FILES, *ONNX_FILES))
+
+
+MAX_PROBLEM_CHARS = 600  # a library's error text can be long: one line, bounded
 
 
 class RunDirError(ValueError):
-    """A run directory (or one file in it) cannot be used; the message names the file."""
+    """A run directory (or one file in it) cannot be used; the message names the file.
+
+    ``str(exc)`` is ``"<path as given>: <problem>"`` (for the command line, whose user owns
+    the path); ``problem`` is always one line; :attr:`public` names only the run folder
+    and the file, for a web page (no server path)."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = Path(path)
+        problem = " ".join(str(problem).splitlines()).strip()
+        if len(problem) > MAX_PROBLEM_CHARS:
+            problem = problem[:MAX_PROBLEM_CHARS] + "..."
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    @property
+    def run_folder(self) -> Path:
+        """The run folder the error is about (``path`` itself, or the folder of its file)."""
+        return self.path.parent if self.path.name in _RUN_FILE_NAMES else self.path
+
+    @property
+    def where(self) -> str:
+        """``"<run folder name>/<file>"`` or ``"<run folder name>"``: no server path."""
+        folder = self.run_folder
+        return f"{folder.name}/{self.path.name}" if folder != self.path else folder.name
+
+    @property
+    def public(self) -> str:
+        """The one line a web page may show: :attr:`where` and the problem, with any path
+        in the problem (a hint naming the run folder) cut to its last part."""
+        return f"{self.where}: {redact_paths(self.problem, self.run_folder)}"
+
+
+def redact_paths(text: str, run_folder: Path | None = None) -> str:
+    """``text`` with the run folder's path replaced by its name and any other absolute
+    path by its last component."""
+    if run_folder is not None and str(run_folder) not in ("", ".", os.sep):
+        text = text.replace(str(run_folder), run_folder.name)
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), text)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/'\"`:;,()]+)+/([^\s/'\"`:;,()]+)")
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -210,26 +256,30 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
 
 
 @overload
-def load_weights(path: str | os.PathLike, framework: Literal["pt"] = "pt"
+def load_weights(path: str | os.PathLike, framework: Literal["pt"] = "pt",
+                 info: RunInfo | None = None
                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]: ...
 
 
 @overload
-def load_weights(path: str | os.PathLike, framework: Literal["np"]
+def load_weights(path: str | os.PathLike, framework: Literal["np"],
+                 info: RunInfo | None = None
                  ) -> tuple[dict[str, np.ndarray], dict[str, str]]: ...
 
 
-def load_weights(path: str | os.PathLike, framework: str = "pt"
+def load_weights(path: str | os.PathLike, framework: str = "pt", info: RunInfo | None = None
                  ) -> tuple[dict[str, Any], dict[str, str]]:
     """Read and verify a safetensors file as torch tensors (``framework="pt"``) or NumPy
-    arrays (``"np"``, no torch import). Raises :class:`RunDirError` naming the file."""
+    arrays (``"np"``, no torch import). Its header is checked first (size caps, byte
+    ranges and, given ``info``, every tensor's name, shape and dtype against the model
+    ``info`` describes), then the data's SHA-256 and finiteness. Raises
+    :class:`RunDirError` naming the file."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise RunDirError(path, "weights file is missing")
-    if path.stat().st_size == 0:
-        raise RunDirError(path, "weights file is empty (0 bytes)")
+    validate.check_safetensors_header(path, info)
     try:
         with safe_open(str(path), framework=framework, device="cpu") as fh:
             metadata = dict(fh.metadata() or {})
@@ -245,6 +295,11 @@ def load_weights(path: str | os.PathLike, framework: str = "pt"
     if actual != expected:
         raise RunDirError(path, f"checksum mismatch: the tensor data is corrupt (header says "
                                 f"sha256 {expected[:12]}..., data hashes to {actual[:12]}...)")
+    for name, tensor in tensors.items():
+        finite = np.isfinite(tensor).all() if isinstance(tensor, np.ndarray) else \
+            bool(tensor.isfinite().all())
+        if not finite:
+            raise RunDirError(path, f"tensor {name} holds non-finite values (inf or NaN)")
     return tensors, metadata
 
 
@@ -295,38 +350,10 @@ def write_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
 
 
 def read_config(run_dir: str | os.PathLike) -> RunInfo:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunDirError(path, "config.json is missing: this is not a run directory "
-                                "(train one with `python -m training --out DIR`)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(path, f"not valid JSON (truncated or corrupt): {exc}") from exc
-    if not isinstance(raw, dict) or "config" not in raw or "data" not in raw:
-        raise RunDirError(path, "missing the 'config' and 'data' sections of a run's config.json")
-    version = raw.get("format_version", 0)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise RunDirError(path, f"format_version {version!r} is newer than this program "
-                                f"understands ({FORMAT_VERSION}); upgrade VAE Latent Explorer")
-    try:
-        config = TrainConfig.from_dict(raw["config"])
-        config.validate()
-        data = raw["data"]
-        shape = tuple(int(s) for s in data["image_shape"])
-        if len(shape) != 3:
-            raise ValueError(f"image_shape must be [C, H, W], got {list(shape)}")
-        return RunInfo(
-            config=config, image_shape=(shape[0], shape[1], shape[2]),
-            class_names=[str(c) for c in data.get("class_names", [])],
-            num_train=int(data.get("num_train", 0)), num_test=int(data.get("num_test", 0)),
-            status=str(raw.get("status", "complete")),
-            epochs_completed=int(raw.get("epochs_completed", 0)),
-            versions=dict(raw.get("versions", {})), created=str(raw.get("created", "")),
-            message=str(raw.get("message", "")), argv=list(raw.get("argv", [])),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunDirError(path, f"invalid run config: {exc}") from exc
+    """``config.json`` of a run, validated (``training/validate.py``: at most
+    ``MAX_CONFIG_BYTES``, nesting depth checked before parsing, a schema with exact types
+    and bounds) and cached by the file's stamp; a fresh copy each call."""
+    return validate.read_config(run_dir)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -337,22 +364,10 @@ def write_metrics(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Non
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All epochs' metrics; a missing file is an empty list, a corrupt line an error."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunDirError(path, f"line {n} is not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise RunDirError(path, f"line {n} is not a JSON object")
-        rows.append(row)
-    return rows
+    """All epochs' metrics; a missing file is an empty list. Every row is checked (required
+    losses, finite numbers; ``training/validate.py``): a bad row refuses the file with a
+    :class:`RunDirError` naming the line. Cached by the file's stamp."""
+    return validate.read_metrics(run_dir)
 
 
 # --------------------------------------------------------------------------- latents
@@ -362,19 +377,13 @@ def write_latents(run_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
         np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stub fears allow_pickle=<array>
 
 
-def read_latents(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / LATENTS_FILE
-    if not path.is_file():
-        raise RunDirError(path, "latents.npz is missing")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile/ValueError/OSError for truncated or foreign files
-        raise RunDirError(path, f"not a readable .npz file (truncated or corrupt): {exc}") from exc
-    for key in ("mu", "labels", "recon", "kl", "pca"):
-        if key not in arrays:
-            raise RunDirError(path, f"array {key!r} is missing")
-    return arrays
+def read_latents(run_dir: str | os.PathLike, info: RunInfo | None = None
+                 ) -> dict[str, np.ndarray]:
+    """The known arrays of ``latents.npz``, checked against the run's config (shapes,
+    dtypes, equal lengths and the total size from the zip directory and the ``.npy``
+    headers before anything is loaded; then finite values and labels in range). Unknown
+    arrays are never loaded. See ``training/validate.py``."""
+    return validate.read_latents(run_dir, info)
 
 
 # --------------------------------------------------------------------------- train state
@@ -430,7 +439,7 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
         raise RunDirError(path, "train_state.pt is missing: nothing to resume from")
-    if path.stat().st_size == 0:
+    if validate.check_size(path, validate.MAX_STATE_BYTES, "train_state.pt") == 0:
         raise RunDirError(path, "train_state.pt is empty (0 bytes)")
     import torch
 
@@ -477,11 +486,8 @@ def write_onnx(run_dir: str | os.PathLike, encoder: bytes, decoder: bytes, weigh
         atomic_write_text(run_dir / ONNX_RECORD_FILE, json.dumps(record, indent=2) + "\n")
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise RunDirError(path, f"cannot be read: {describe_os_error(exc)}") from exc
+def _read_bytes(path: Path, cap: int) -> bytes:
+    return validate.read_capped(path, cap, path.name)
 
 
 def _export_hint(run_dir: Path) -> str:
@@ -498,14 +504,17 @@ def read_onnx_record(run_dir: str | os.PathLike) -> dict[str, Any]:
                                    f"epoch): {_export_hint(run_dir)}")
     path = run_dir / ONNX_RECORD_FILE
     try:
-        record = json.loads(_read_bytes(path).decode("utf-8"))
+        record = validate.parse_json(_read_bytes(path, validate.MAX_ONNX_RECORD_BYTES), path,
+                                     ONNX_RECORD_FILE)
         files = record["files"]
         for name in (ONNX_ENCODER_FILE, ONNX_DECODER_FILE):
             if not isinstance(files[name]["sha256"], str):
                 raise TypeError(f"{name}'s sha256 is not a string")
         if not isinstance(record["weights_sha256"], str):
             raise TypeError("weights_sha256 is not a string")
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except RunDirError as exc:
+        raise RunDirError(path, f"{exc.problem}: {_export_hint(run_dir)}") from exc
+    except (KeyError, TypeError) as exc:
         raise RunDirError(path, f"not a valid ONNX record (truncated or corrupt: "
                                 f"{type(exc).__name__}: {exc}): {_export_hint(run_dir)}") from exc
     if record.get("format") != ONNX_FORMAT:
@@ -528,7 +537,7 @@ def read_onnx(run_dir: str | os.PathLike, weights_sha: str) -> tuple[bytes, byte
     graphs = []
     for name in (ONNX_ENCODER_FILE, ONNX_DECODER_FILE):
         path = run_dir / name
-        data = _read_bytes(path)
+        data = _read_bytes(path, validate.MAX_ONNX_BYTES)
         expected = record["files"][name]["sha256"]
         actual = file_sha256(data)
         if actual != expected:
@@ -564,44 +573,39 @@ class LoadedRun:
 
 
 def build_model(info: RunInfo) -> VAE:
+    """The torch model ``info`` describes (random weights). Refuses (ValueError) a model
+    larger than ``validate.MAX_PARAMETERS``, by formula, before allocating anything."""
     from training.model import VAE
 
+    problem = validate.model_size_problem(info.config, info.image_shape)
+    if problem:
+        raise ValueError(problem)
     return VAE.from_config(info.config, info.image_shape)
 
 
 def load_state_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
                     source: Path) -> None:
     """Copy ``tensors`` into ``model``, or raise naming every missing, extra or misshaped key."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    shapes = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-              if k in tensors and tensors[k].shape != v.shape]
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
-        if shapes:
-            parts.append(f"wrong shapes {'; '.join(shapes[:5])}")
-        raise RunDirError(source, "weights do not match the model described in config.json "
-                                  f"(another architecture?): {'; '.join(parts)}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mismatch = validate.weights_mismatch(expected, {k: tuple(v.shape) for k, v in tensors.items()})
+    if mismatch:
+        raise RunDirError(source, mismatch)
     model.load_state_dict(tensors)
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
-    """Open a run directory: parse config.json, rebuild the model, load and verify the
-    weights, return the model in eval mode. Raises :class:`RunDirError` naming the file."""
+    """Open a run directory: parse config.json, load and verify the weights against it,
+    rebuild the model, return it in eval mode. Raises :class:`RunDirError` naming the file."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(run_dir, "run directory does not exist")
     info = read_config(run_dir)
+    # the weights first: their header is checked against the config before a model exists
+    tensors, meta = load_weights(run_dir / WEIGHTS_FILE, info=info)
     try:
         model = build_model(info)
     except ValueError as exc:
         raise RunDirError(run_dir / CONFIG_FILE, f"cannot build the model: {exc}") from exc
-    tensors, meta = load_weights(run_dir / WEIGHTS_FILE)
     load_state_into(model, tensors, run_dir / WEIGHTS_FILE)
     model.to(device).eval()
     return LoadedRun(path=run_dir, info=info, model=model, weights_meta=meta)
