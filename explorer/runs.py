@@ -103,15 +103,22 @@ def list_runs(runs_dir: str | os.PathLike) -> list[RunEntry]:
     modification time, then name). A missing ``runs_dir`` is an empty list."""
     runs_dir = Path(runs_dir)
     try:
-        if not runs_dir.is_dir():
-            return []
-        folders = [p for p in runs_dir.iterdir()
-                   if not p.name.startswith(".") and p.is_dir()
-                   and (p / rundir.CONFIG_FILE).exists()]
+        children = list(runs_dir.iterdir()) if runs_dir.is_dir() else []
     except OSError:  # the runs folder itself cannot be read
         return []
-    entries = [describe_run(p) for p in folders]
+    entries = [describe_run(p) for p in children if _is_run_folder(p)]
     return sorted(entries, key=lambda e: (-e.modified, e.name))
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A visible subfolder with a config.json (an unreadable one counts: it is listed with
+    its problem)."""
+    if path.name.startswith("."):
+        return False
+    try:
+        return path.is_dir() and (path / rundir.CONFIG_FILE).exists()
+    except OSError:  # e.g. no permission to look inside: listed, with its problem
+        return True
 
 
 def openable_runs(runs_dir: str | os.PathLike) -> list[RunEntry]:

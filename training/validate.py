@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import threading
 import zipfile
@@ -207,8 +208,23 @@ def _cached(kind: str, key: tuple, compute: Callable[[], T], weight: int) -> T:
     return copy.deepcopy(value)  # callers may change what they get (the CLI does)
 
 
+def check_regular(path: Path) -> os.stat_result:
+    """``os.stat(path)`` of a regular file (not a FIFO or device, which could block or
+    never end), and not a link to a file outside its run folder."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _error(path, f"{path.name} is not a regular file")
+        if path.is_symlink() and path.resolve().parent != path.parent.resolve():
+            raise _error(path, f"{path.name} is a link to a file outside the run folder")
+    except OSError as exc:
+        raise _error(path, f"cannot be read: {exc.strerror or exc}") from exc
+    return st
+
+
 def read_capped(path: Path, cap: int, what: str) -> bytes:
     """The bytes of ``path``, refused by size before reading when larger than ``cap``."""
+    check_regular(path)
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -225,10 +241,7 @@ def read_capped(path: Path, cap: int, what: str) -> bytes:
 
 def check_size(path: Path, cap: int, what: str) -> int:
     """The size of ``path``; a RunDirError when it is larger than ``cap``."""
-    try:
-        size = os.stat(path).st_size
-    except OSError as exc:
-        raise _error(path, f"cannot be read: {exc.strerror or exc}") from exc
+    size = check_regular(path).st_size
     if size > cap:
         raise _error(path, f"{what} is {_mb(size)}, more than the {_mb(cap)} limit for this "
                            f"file: refused without reading it")
@@ -732,6 +745,7 @@ def read_latents(run_dir: str | os.PathLike, info: RunInfo | None = None
         raise _error(path, "latents.npz is missing")
     if info is None:
         info = read_config(run_dir)
+    check_regular(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         with open(path, "rb") as fh:
@@ -793,6 +807,7 @@ def check_safetensors_header(path: Path, info: RunInfo | None) -> dict[str, str]
     dtype, shape and byte range (the data exactly covered), and, given ``info``, its
     names and shapes against :func:`weight_shapes`. Returns the header's metadata."""
     bad = "not a valid safetensors file (truncated or corrupt)"
+    check_regular(path)
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
