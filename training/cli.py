@@ -139,16 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv_list)
 
     from training.data import DataError, load_dataset
-    from training.trainer import TrainingStopped, resolve_device, train
+    from training.trainer import TrainingStopped, check_resume, resolve_device, train
 
     if args.resume:
         out = Path(args.resume)
-        try:
-            info = rundir.read_config(out)
-            state = rundir.load_train_state(out)  # fail now, before touching anything
-            rundir.load_state_into(rundir.build_model(info), state["model"],
-                                   out / rundir.STATE_FILE)
-            rundir.read_metrics(out)
+        try:  # fail now (exit 2), before touching anything: every tensor of the state
+            info = check_resume(out)  # is checked against the model the config describes
         except (rundir.RunDirError, ValueError) as exc:
             parser.error(f"--resume: {exc}")
         config = info.config

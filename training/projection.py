@@ -7,6 +7,8 @@ distance-weighted mean of the projections of its nearest latent neighbours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 # openTSNE settings chosen by measurement (20-D latent means of mnist5k, one thread; see
@@ -15,6 +17,14 @@ import numpy as np
 # ball tree) beat Annoy's approximate ones for 5,000-20,000 20-D points.
 FFT_ABOVE = 8_000
 EXACT_NEIGHBOURS_UP_TO = 30_000
+# With a stop request (Ctrl-C), the optimisation checks it every this many iterations
+# (of 750): a stop takes effect within a fraction of a second at these sizes. The nearest-
+# neighbour search before the first iteration cannot be interrupted.
+STOP_CHECK_EVERY = 10
+
+
+class TsneInterrupted(Exception):
+    """:func:`tsne` was asked to stop before it finished; it returns no embedding."""
 
 
 def fit_pca(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,11 +52,22 @@ def apply_pca(z: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.nda
     return ((np.atleast_2d(z) - mean) @ components.T).astype(np.float32)
 
 
-def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1,
+         stop_requested: Callable[[], object] | None = None) -> np.ndarray:
     """t-SNE of latent means to 2-D (N, 2) with openTSNE when installed (Barnes-Hut up to
     ``FFT_ABOVE`` points, FFT-accelerated gradients above; both faster than scikit-learn's,
     see ``bench/projection_speed.py``), scikit-learn otherwise. Perplexity is capped for
-    tiny sets."""
+    tiny sets.
+
+    ``stop_requested`` (e.g. the trainer's Ctrl-C flag) is polled before the start and
+    every :data:`STOP_CHECK_EVERY` iterations (openTSNE's callbacks; scikit-learn's
+    fallback only before and after): when it returns true, :class:`TsneInterrupted` is
+    raised instead of returning a half-optimised map."""
+    def stopping() -> bool:
+        return bool(stop_requested is not None and stop_requested())
+
+    if stopping():
+        raise TsneInterrupted
     mu = np.asarray(mu, dtype=np.float32)
     n = len(mu)
     if n < 5:
@@ -57,15 +78,25 @@ def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 
     except ImportError:
         OpenTSNE = None
     if OpenTSNE is not None:
+        # a callback that returns True ends openTSNE's optimisation early (it then returns
+        # the unfinished embedding, which is discarded below)
+        callbacks = (lambda _iteration, _error, _embedding: stopping()) \
+            if stop_requested is not None else None
         embedding = OpenTSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
                              negative_gradient_method="fft" if n > FFT_ABOVE else "bh",
                              neighbors="exact" if n <= EXACT_NEIGHBOURS_UP_TO else "auto",
+                             callbacks=callbacks, callbacks_every_iters=STOP_CHECK_EVERY,
                              verbose=False).fit(mu)
+        if stopping():
+            raise TsneInterrupted
         return np.asarray(embedding, dtype=np.float32)
     from sklearn.manifold import TSNE
 
-    return TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca",
-                n_jobs=n_jobs).fit_transform(mu).astype(np.float32)
+    result = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca",
+                  n_jobs=n_jobs).fit_transform(mu).astype(np.float32)
+    if stopping():
+        raise TsneInterrupted
+    return result
 
 
 def place_by_neighbours(z: np.ndarray, mu: np.ndarray, projected: np.ndarray,

@@ -4,7 +4,8 @@
 deleted, not copied along, or is corrupt. It evaluates the test set exactly as the trainer
 does after an epoch (same split, same evaluation noise, same PCA and t-SNE settings), so
 the file it writes matches the one training wrote for these weights. Nothing else in the
-run directory changes; the file is written atomically.
+run directory changes (but for config.json's note that a signal skipped the t-SNE map,
+cleared once the map is there); the file is written atomically.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def recompute_latents(run_dir: str | os.PathLike,
     arrays = latent_arrays(result, as_tensor(data.test_y), config,
                            with_tsne=config.tsne if with_tsne is None else with_tsne)
     rundir.write_latents(run_dir, arrays)
+    info = run.info
+    if "tsne" in arrays and "t-SNE map was skipped" in info.message:  # the trainer's note
+        info.message = ""
+        rundir.write_config(run_dir, info)
     return arrays
 
 

@@ -9,7 +9,14 @@ evaluate and save each epoch), :func:`teardown_distributed`. It also:
 - resumes from ``train_state.pt`` (model, optimizer, RNG and shuffling states), so a
   resumed CPU run reproduces the uninterrupted one;
 - turns SIGINT / SIGTERM into a clean stop *between* batches and never inside a save
-  (exit codes 130 / 143 are the CLI's job), keeping the last finished epoch on disk;
+  (exit codes 130 / 143 are the CLI's job), keeping the last finished epoch on disk. A
+  signal during the final epoch's t-SNE stops the t-SNE within a few iterations; the final
+  epoch is then saved without it and the run is ``complete`` (every epoch's weights and
+  metrics are there; the t-SNE map is an optional cache), its message saying how to add
+  the map (``python -m training.relatents``). A signal during the final save leaves a
+  complete run too, labelled ``complete``, not ``interrupted``;
+- checks ``train_state.pt`` entirely (``training/validate.py``'s ``check_train_state``)
+  before any of it is loaded, so a tampered or foreign state is a one-line error;
 - stops on a NaN / Inf loss, naming the last good checkpoint;
 - runs unchanged under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on
   CUDA), a DistributedSampler with ``set_epoch``, and only rank 0 writing files; ranks
@@ -34,12 +41,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from training import rundir
+from training import rundir, validate
 from training.config import TrainConfig
 from training.data import DataSplit, load_dataset
 from training.export import OnnxGraphs, export_graphs, write_graphs
 from training.loss import beta_at, elbo_terms, kl_per_dim
 from training.model import VAE
+from training.projection import TsneInterrupted
 
 if TYPE_CHECKING:
     from torch.utils.data.distributed import DistributedSampler
@@ -191,8 +199,10 @@ def evaluate(model: VAE, x: torch.Tensor, config: TrainConfig, device: torch.dev
 
 
 def latent_arrays(result: EvalResult, labels: torch.Tensor, config: TrainConfig,
-                  with_tsne: bool) -> dict[str, np.ndarray]:
-    """What ``latents.npz`` holds for one evaluation."""
+                  with_tsne: bool, stop_requested: Callable[[], object] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """What ``latents.npz`` holds for one evaluation. ``stop_requested`` is polled during
+    the t-SNE, which raises :class:`training.projection.TsneInterrupted` when it is true."""
     from training.projection import fit_pca, tsne
 
     pca, pca_mean, pca_components = fit_pca(result.mu)
@@ -204,7 +214,8 @@ def latent_arrays(result: EvalResult, labels: torch.Tensor, config: TrainConfig,
         arrays["logvar"] = result.logvar.astype(np.float32)
     if with_tsne and config.latent_dim > 2 and len(result.mu) >= 5:
         arrays["tsne"] = tsne(result.mu, config.tsne_perplexity, seed=config.seed,
-                              n_jobs=max(1, torch.get_num_threads()))
+                              n_jobs=max(1, torch.get_num_threads()),
+                              stop_requested=stop_requested)
     return arrays
 
 
@@ -362,20 +373,56 @@ def teardown_distributed(dist: DistInfo, owns_group: bool) -> None:
         tdist.destroy_process_group()
 
 
+def checked_train_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer,
+                        device: torch.device | None = None) -> dict[str, Any]:
+    """``train_state.pt`` of ``run_dir`` (size-capped, loaded with ``weights_only=True``,
+    checksum verified), every entry checked against ``model`` and ``optimizer`` (built
+    from the run's config) by :func:`training.validate.check_train_state`, which also
+    bounds the epoch by the run's saved ``epochs``. Nothing is loaded into torch yet.
+    Raises :class:`rundir.RunDirError` naming the file."""
+    saved = rundir.read_config(run_dir)
+    state = rundir.load_train_state(run_dir)
+    return validate.check_train_state(
+        state, model, optimizer, run_dir / rundir.STATE_FILE,
+        max_epoch=max(saved.config.epochs, saved.epochs_completed), device=device)
+
+
+def check_resume(run_dir: Path) -> rundir.RunInfo:
+    """Everything ``--resume`` will read, checked before anything is written or loaded:
+    config.json, train_state.pt (against a CPU model and optimizer built from the config;
+    the model's size is bounded by formula before it is built) and metrics.jsonl. Returns
+    the run's info; raises :class:`rundir.RunDirError` (one line naming the file)."""
+    info = rundir.read_config(run_dir)
+    try:
+        model = rundir.build_model(info)
+    except ValueError as exc:
+        raise rundir.RunDirError(run_dir / rundir.CONFIG_FILE,
+                                 f"cannot build the model: {exc}") from exc
+    checked_train_state(run_dir, model, make_optimizer(model, info.config))
+    rundir.read_metrics(run_dir)
+    return info
+
+
 def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer,
                        shuffle_gen: torch.Generator, device: torch.device
                        ) -> tuple[int, list[dict[str, Any]]]:
-    """``--resume``: load model, optimizer and RNG states from ``train_state.pt``. Returns
-    the epoch it holds and the metrics rows up to that epoch."""
-    state = rundir.load_train_state(run_dir)
-    rundir.load_state_into(model, state["model"], run_dir / rundir.STATE_FILE)
+    """``--resume``: load model, optimizer and RNG states from ``train_state.pt``, each
+    checked first (:func:`checked_train_state`). Returns the epoch it holds and the
+    metrics rows up to that epoch."""
+    state = checked_train_state(run_dir, model, optimizer, device)
+    model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng_torch"])
     shuffle_gen.set_state(state["rng_shuffle"])
     if device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
-    start_epoch = int(state["epoch"])
-    metrics = [m for m in rundir.read_metrics(run_dir) if m.get("epoch", 0) <= start_epoch]
+        try:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        except RuntimeError as exc:
+            raise rundir.RunDirError(run_dir / rundir.STATE_FILE,
+                                     f"rng_cuda is not a valid CUDA generator state: "
+                                     f"{exc}") from exc
+    start_epoch = state["epoch"]
+    metrics = [m for m in rundir.read_metrics(run_dir) if m["epoch"] <= start_epoch]
     return start_epoch, metrics
 
 
@@ -459,6 +506,7 @@ class EpochLoop:
     show_progress_bar: bool
     last_good: Path | None  # the newest weights on disk
     flag: StopFlag = field(default_factory=StopFlag)
+    tsne_skipped: bool = False  # a signal stopped the final epoch's t-SNE
     train_x: torch.Tensor = field(init=False)  # (N, C, H, W) on the device: batches are slices
     sync_every: int = field(init=False)  # batches between host syncs
 
@@ -545,8 +593,13 @@ class EpochLoop:
         self.metrics.append(row)
         final = epoch == config.epochs
         tensors = self.model.state_dict()
-        arrays = latent_arrays(result, as_tensor(self.data.test_y), config,
-                               with_tsne=final and config.tsne)
+        labels = as_tensor(self.data.test_y)
+        try:
+            arrays = latent_arrays(result, labels, config, with_tsne=final and config.tsne,
+                                   stop_requested=lambda: self.flag.signum)
+        except TsneInterrupted:  # Ctrl-C during the t-SNE: save the epoch without it
+            arrays = latent_arrays(result, labels, config, with_tsne=False)
+            self.tsne_skipped = True
         state = {"epoch": epoch, "model": tensors, "optimizer": self.optimizer.state_dict(),
                  "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle_gen.get_state()}
         if self.device.type == "cuda":
@@ -554,6 +607,8 @@ class EpochLoop:
         onnx_graphs = export_onnx_or_warn(self.model, run_dir) if final else None
         self.info.epochs_completed = epoch
         self.info.status = "complete" if final else "training"
+        if final:
+            self.info.message = self.tsne_note() if self.tsne_skipped else ""
         with rundir.all_or_nothing():  # disk full: the previous epoch stays, whole
             weights_sha = rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
                                               {"epoch": str(epoch), "model": config.model})
@@ -580,14 +635,25 @@ class EpochLoop:
             self.last_good = self.run_dir / rundir.WEIGHTS_FILE  # rank 0 saved it
         if self.flag.signum:  # arrived during evaluation or the save: the epoch is on disk
             name = signal.Signals(self.flag.signum).name
+            if epoch == self.config.epochs:  # the last one: nothing is left to resume
+                note = f"; {self.tsne_note()}" if self.tsne_skipped else ""
+                raise self.stopped(f"{name} received while the final epoch was saved: the "
+                                   f"run is complete ({epoch}/{epoch} epochs) in "
+                                   f"{self.run_dir}{note}", self.flag.exit_code,
+                                   status="complete")
             raise self.stopped(f"{name} received after epoch {epoch} was saved; continue "
                                f"with --resume {self.run_dir}", self.flag.exit_code)
 
-    def stopped(self, message: str, code: int) -> TrainingStopped:
+    def tsne_note(self) -> str:
+        return (f"its t-SNE map was skipped (stopped by a signal); add it with "
+                f"`python -m training.relatents {self.run_dir}`")
+
+    def stopped(self, message: str, code: int, status: str | None = None) -> TrainingStopped:
         """Record why the run stopped in config.json (rank 0) and leave the process group
-        (all ranks agreed to stop here, see :func:`train_epoch`)."""
+        (all ranks agreed to stop here, see :func:`train_epoch`). ``status`` defaults to
+        ``interrupted`` (a signal) or ``failed`` (exit code 1)."""
         if self.dist.is_main:
-            self.info.status = "interrupted" if code != 1 else "failed"
+            self.info.status = status or ("interrupted" if code != 1 else "failed")
             self.info.message = message
             with contextlib.suppress(OSError):
                 rundir.write_config(self.run_dir, self.info)
