@@ -35,7 +35,7 @@ from bench.common import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "quality", "projection", "app", "gpu")
+SECTIONS = ("training", "quality", "projection", "app", "gpu", "classroom")
 APP_LATENCY_JSON = RESULTS_DIR / "app_latency.json"
 
 
@@ -156,6 +156,10 @@ def run_section(name: str, args: argparse.Namespace) -> tuple[list[Row], dict[st
         rows, raw = throughput.measure(torch.device("cuda"))
         more, raw_quality = quality.measure(torch.device("cuda"))
         return rows + more, {"throughput": raw, "quality": raw_quality}
+    if name == "classroom":  # 10-120 websocket students, one process and nginx + 2 replicas
+        from bench import classroom
+
+        return classroom.rows(quick=args.quick)
     raise ValueError(name)
 
 

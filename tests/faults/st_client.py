@@ -3,6 +3,13 @@ browser. It speaks the app's own protocol (protobuf ``BackMsg`` / ``ForwardMsg``
 ``/_stcore/stream``): run the script, then set widget values by label and rerun, and
 collects every element the server sends for each run (exceptions, error boxes, widgets,
 markdown and HTML blocks), as a browser would render them.
+
+Also what the classroom benchmark and the proxy tests need (``bench/classroom.py``,
+``tests/test_serve.py``): any server URL and request headers (a proxy's session cookie),
+the handshake's response headers, the session id, which ``st.fragment`` drew each element,
+the latent lens's message (:meth:`Session.lens_release`, a fragment rerun, exactly what
+the browser sends when a slider is released) and the file uploader's protocol
+(:meth:`Session.upload_file_urls`).
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ import websockets
 from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ClientState_pb2 import ClientState
+from streamlit.proto.Common_pb2 import FileUploaderState, FileURLsRequest, UploadedFileInfo
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
+
+LENS_COMPONENT = "vae-latent-explorer.lens"  # app/lens: COMPONENT_NAME
 
 
 @dataclass
@@ -25,6 +35,34 @@ class RunResult:
 
     elements: list = field(default_factory=list)  # Element protos, in arrival order
     finished: int = -1  # ForwardMsg.ScriptFinishedStatus
+    fragments: list = field(default_factory=list)  # per element: its st.fragment's id or ""
+    received: int = 0  # bytes of the ForwardMsgs of this run
+
+    def fragment_of(self, element) -> str:
+        """The id of the ``st.fragment`` that drew ``element`` ("" outside any fragment)."""
+        for candidate, fragment in zip(self.elements, self.fragments, strict=True):
+            if candidate is element:
+                return fragment
+        raise ValueError("element not in this run")
+
+    def components(self, name: str) -> list[tuple]:
+        """The components-v2 elements of component ``name``: (Element proto, its JSON data
+        as a dict) each, in page order."""
+        found = []
+        for element in self.elements:
+            if element.WhichOneof("type") == "bidi_component" and \
+                    element.bidi_component.component_name == name:
+                proto = element.bidi_component
+                found.append((element, json.loads(proto.json) if proto.json else {}))
+        return found
+
+    def lens(self, role: str = "lens") -> tuple:
+        """The latent lens's main element (``role="lens"``: z, sliders, decoder, server
+        image) or its map (``role="map"``): (Element proto, its data)."""
+        for element, data in self.components(LENS_COMPONENT):
+            if data.get("role", "lens") == role:
+                return element, data
+        raise AssertionError(f"no latent lens ({role}) in this run")
 
     def of_type(self, kind: str) -> list:
         return [getattr(e, kind) for e in self.elements if e.WhichOneof("type") == kind]
@@ -54,27 +92,92 @@ class RunResult:
 class Session:
     """One user's session on ``ws://host:port/_stcore/stream``."""
 
-    def __init__(self, port: int):
-        self.url = f"ws://127.0.0.1:{port}/_stcore/stream"
+    def __init__(self, port: int | None = None, *, url: str | None = None,
+                 headers: dict[str, str] | None = None, open_timeout: float = 60):
+        """``port`` of a server on 127.0.0.1, or the ``url`` of its stream (``ws://host:port
+        /_stcore/stream``, e.g. through a proxy); ``headers``: sent with the handshake
+        (``Cookie``: a proxy's session affinity)."""
+        if url is None and port is None:
+            raise ValueError("Session needs a port or a url")
+        self.url = url or f"ws://127.0.0.1:{port}/_stcore/stream"
+        self.headers = dict(headers or {})
+        self.open_timeout = open_timeout
         self.ws = None
         self.widgets: dict[str, WidgetState] = {}  # what the browser would send back
         self.clicks = 0  # app_chart's click counter: each new click is a new event
+        self.lens_events = 0  # the latent lens's message counter ("event")
+        self.session_id = ""  # from the server's new_session message
+        self.response_headers: dict[str, str] = {}  # the handshake's (lower-case names)
+        self._requests = 0
 
     async def __aenter__(self) -> Session:
         self.ws = await websockets.connect(self.url, subprotocols=["streamlit"],
-                                           max_size=64 * 1024 * 1024, open_timeout=60)
+                                           additional_headers=self.headers or None,
+                                           max_size=64 * 1024 * 1024,
+                                           open_timeout=self.open_timeout)
+        response = getattr(self.ws, "response", None)
+        if response is not None:
+            self.response_headers = {k.lower(): v for k, v in response.headers.raw_items()}
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.ws.close()
 
-    async def rerun(self, timeout: float = 180) -> RunResult:
-        state = ClientState(query_string="", page_script_hash="",
+    async def rerun(self, timeout: float = 180, fragment_id: str = "") -> RunResult:
+        """Send the widget states (a rerun of the page, or only of the ``st.fragment``
+        ``fragment_id``, as the browser does for a widget inside one) and collect the run."""
+        state = ClientState(query_string="", page_script_hash="", fragment_id=fragment_id,
                             widget_states=WidgetStates(widgets=list(self.widgets.values())))
         await self.ws.send(BackMsg(rerun_script=state).SerializeToString())
         result = await asyncio.wait_for(self._collect(), timeout)
         self._adopt(result)
         return result
+
+    async def lens_release(self, run: RunResult, z: list[float], timeout: float = 180,
+                           source: str = "slider", **update) -> RunResult:
+        """What the latent lens (``app/lens``) sends when a slider is released: its state
+        ``{"update": {"z": z, "selected": None, "source": "slider", "event": n}}`` on its
+        element id, rerunning only the lens's fragment. ``run``: a run that drew the lens."""
+        element, _data = run.lens()
+        widget_id = element.bidi_component.id
+        self.lens_events += 1
+        value = {"z": [float(v) for v in z], "selected": None, "source": source,
+                 "event": self.lens_events, **update}
+        self.widgets[widget_id] = WidgetState(id=widget_id,
+                                              json_value=json.dumps({"update": value}))
+        return await self.rerun(timeout, fragment_id=run.fragment_of(element))
+
+    async def upload_file_urls(self, names: list[str], timeout: float = 60) -> list:
+        """Ask for upload URLs as the file uploader does before it PUTs the files; returns
+        the server's ``FileURLs`` (``file_id``, ``upload_url``, ``delete_url``)."""
+        self._requests += 1
+        request_id = f"upload-{self._requests}"
+        await self.ws.send(BackMsg(file_urls_request=FileURLsRequest(
+            request_id=request_id, file_names=names, session_id=self.session_id)
+        ).SerializeToString())
+
+        async def answer():
+            while True:
+                msg = ForwardMsg()
+                msg.ParseFromString(await self.ws.recv())
+                if msg.WhichOneof("type") == "file_urls_response" and \
+                        msg.file_urls_response.response_id == request_id:
+                    return msg.file_urls_response
+
+        response = await asyncio.wait_for(answer(), timeout)
+        if response.error_msg:
+            raise RuntimeError(f"file_urls_request refused: {response.error_msg}")
+        return list(response.file_urls)
+
+    def set_uploaded_file(self, run: RunResult, label: str, file_urls, name: str,
+                          size: int) -> None:
+        """The file uploader labelled ``label`` now holds the file PUT to ``file_urls``
+        (from :meth:`upload_file_urls`); the next :meth:`rerun` sends it."""
+        uploader = run.widget("file_uploader", label)
+        state = FileUploaderState(uploaded_file_info=[UploadedFileInfo(
+            name=name, size=size, file_id=file_urls.file_id, file_urls=file_urls)])
+        self.widgets[uploader.id] = WidgetState(id=uploader.id,
+                                                file_uploader_state_value=state)
 
     def _adopt(self, run: RunResult) -> None:
         """Remember slider and number values as the browser does: a value the server set
@@ -97,10 +200,15 @@ class Session:
         result = RunResult()
         while True:
             msg = ForwardMsg()
-            msg.ParseFromString(await self.ws.recv())
+            data = await self.ws.recv()
+            result.received += len(data)
+            msg.ParseFromString(data)
             kind = msg.WhichOneof("type")
-            if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+            if kind == "new_session":
+                self.session_id = msg.new_session.initialize.session_id
+            elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
                 result.elements.append(msg.delta.new_element)
+                result.fragments.append(msg.delta.fragment_id)
             elif kind == "script_finished":
                 result.finished = msg.script_finished
                 if msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
