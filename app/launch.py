@@ -2,6 +2,8 @@
 
 ``vae-explorer [--runs-dir PATH] [--data-root PATH] [--no-train] [--dev] [--port N]
 [--address HOST] [STREAMLIT OPTIONS...]``
+(``--address``: also the URL the start-up banner prints, the machine's network address
+for ``0.0.0.0``; several processes behind nginx: ``scripts/serve.sh``, docs/serving.md)
 replaces itself with ``python -m streamlit run <streamlit_app.py> ... -- --runs-dir PATH``.
 The settings in ``.streamlit/config.toml`` beside ``streamlit_app.py`` apply (Streamlit
 reads the main script's folder), whatever the current folder is.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +26,20 @@ def app_script() -> Path:
         raise SystemExit("vae-explorer: streamlit_app.py is not installed; reinstall the "
                          "project with `pip install -e .` from its folder")
     return Path(spec.origin)
+
+
+def display_address(address: str) -> str:
+    """The address students type for a server listening on ``address``: the machine's
+    network address for a wildcard (``0.0.0.0``, ``::``), else ``address`` itself. Finding
+    it sends nothing: a UDP socket's ``connect`` only picks the outgoing interface."""
+    if address not in ("0.0.0.0", "::", "[::]", ""):
+        return address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): never routed anywhere
+            return sock.getsockname()[0]
+        except OSError:
+            return "localhost"
 
 
 def build_command(argv: list[str] | None = None) -> list[str]:
@@ -50,6 +67,10 @@ def build_command(argv: list[str] | None = None) -> list[str]:
         command += ["--server.port", str(args.port)]
     if args.address:
         command += ["--server.address", args.address]
+        if not any(arg.startswith("--browser.serverAddress") for arg in streamlit_args):
+            # the URL the banner prints (the config's "localhost" is only right for
+            # 127.0.0.1); setting it also keeps Streamlit from looking up an external IP
+            command += ["--browser.serverAddress", display_address(args.address)]
     if args.dev:
         command += ["--client.showErrorDetails", "full"]
     script_args = ["--runs-dir", str(Path(args.runs_dir).resolve())]

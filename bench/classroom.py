@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import pstats
@@ -53,13 +54,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import RESULTS_DIR, machine, summary
+from explorer.server import StreamlitServer, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
-from st_client import RunResult, Session  # noqa: E402
 
-from bench.common import RESULTS_DIR, machine, summary  # noqa: E402
-from explorer.server import StreamlitServer, free_port  # noqa: E402
+def _st_client():
+    """``tests/faults/st_client.py`` (the websocket client the fault tests use), loaded
+    from its file: the project never edits ``sys.path``."""
+    module = sys.modules.get("st_client")
+    if module is None:
+        spec = importlib.util.spec_from_file_location(
+            "st_client", ROOT / "tests" / "faults" / "st_client.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["st_client"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+RunResult, Session = _st_client().RunResult, _st_client().Session
 
 RESULTS = RESULTS_DIR / "classroom.json"
 CONFIGS = {"1x10": (1, 10), "1x30": (1, 30), "1x60": (1, 60), "2x60": (2, 60),
