@@ -139,7 +139,7 @@ def empty_state(runs_dir: Path) -> None:
     try:
         train_demo_runs(runs_dir, only=["demo-vae-z2"], log=lambda line: None, progress=progress)
     except (TrainingStopped, DataError, OSError, ValueError) as exc:
-        st.error(f"Training stopped: {exc}")
+        st.error(f"Training stopped: {md(app_shared.public_message(exc))}")
         return
     finally:
         lock.release()
@@ -312,7 +312,7 @@ def explorer_page(path: Path) -> None:
         model = app_shared.get_model(key)
         latents = app_shared.get_latents(key)
     except rundir.RunDirError as exc:
-        st.error(f"Cannot open this run: {md(str(exc))}")
+        st.error(f"Cannot open this run: {md(exc.public)}")
         return
     info = model.info
     n = len(latents["mu"])
@@ -320,11 +320,16 @@ def explorer_page(path: Path) -> None:
     kind = "VAE" if model.is_vae else "plain autoencoder"
 
     st.title("VAE Latent Explorer")
+    curves_problem = ""
     try:
         metrics = app_shared.get_metrics(key)
     except rundir.RunDirError as exc:  # a damaged metrics.jsonl costs the curves, not the page
-        metrics = []
-        st.warning(f"The training curves cannot be shown: {md(str(exc))}")
+        metrics, curves_problem = [], exc.public
+    if not metrics and info.epochs_completed and not curves_problem:  # deleted or emptied
+        curves_problem = (f"{path.name}/{rundir.METRICS_FILE} is missing or empty, although "
+                          f"{info.epochs_completed} epoch(s) finished")
+    if curves_problem:
+        st.warning(f"The training curves cannot be shown: {md(curves_problem)}")
     last = metrics[-1] if metrics else {}
     status = "" if info.status == "complete" else f" — **{md(info.status)}**"
     st.markdown(f"**{md(path.name)}** · {kind}, {dim}-D latent space · "
@@ -360,7 +365,7 @@ def explorer_page(path: Path) -> None:
         try:
             images = app_shared.get_test_arrays(key)
         except DataError as exc:
-            images_error = str(exc)
+            images_error = app_shared.public_message(exc)
             return None
         if len(images) != n:
             images_error = (f"the data set now has {len(images):,} test images but "
@@ -403,7 +408,7 @@ def explorer_page(path: Path) -> None:
         key="panel_tab", on_change="rerun")
     if test_images is None:
         tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: "
-                         f"{images_error}")
+                         f"{md(images_error)}")
     with tab_elbo:
         if test_images is not None:
             terms = sample_terms(model, test_images[selected], MC_SAMPLES)
@@ -427,6 +432,8 @@ def explorer_page(path: Path) -> None:
             app_chart.plotly_chart(app_shared.get_curves_figure(key), key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
                        "epoch's batches, test (dashed) measured after it.")
+        elif curves_problem:
+            st.info("No training curves: see the warning at the top of the page.")
         else:
             st.info("No finished epoch yet.")
 

@@ -32,6 +32,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -268,6 +269,34 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     yield
 
 
+# --------------------------------------------------------------------------- errors on a page
+
+def public_message(error: BaseException | str) -> str:
+    """The one line a page may show for ``error``, without the server's paths: a
+    :class:`training.rundir.RunDirError`'s ``public`` (run folder and file); for any other
+    error or text (a ``DataError`` names the folder it looked in), the home folder as ``~``
+    and any other absolute path cut to its last component. Escape it with ``md()``."""
+    if isinstance(error, rundir.RunDirError):
+        return error.public
+    text = " ".join(str(error).split())
+    home = os.path.expanduser("~").rstrip("/")
+    if home:
+        text = re.sub(re.escape(home) + r"(?![\w.-])", "~", text)
+    return rundir.redact_paths(text)
+
+
+def show_unopenable(entries: list[RunEntry] | None = None) -> None:
+    """In the sidebar: the run folders that cannot be opened, each with its one-line
+    problem (no server path), so a damaged folder is named instead of silently missing."""
+    if entries is None:
+        entries = list_runs(runs_dir())
+    broken = [e for e in entries if not e.openable]
+    if broken:
+        with st.sidebar.expander(f"{len(broken)} run folder(s) cannot be opened"):
+            for e in broken:
+                st.caption(f"**{md(e.name)}**: {md(e.problem)}")
+
+
 # --------------------------------------------------------------------------- run picker
 
 def _adopt_pick() -> None:
@@ -286,11 +315,7 @@ def pick_run(label: str = "Run") -> Path | None:
     if current not in by_path:
         current = options[0] if options else None
     st.session_state[RUN_KEY] = current
-    broken = [e for e in entries if not e.openable]
-    if broken:
-        with st.sidebar.expander(f"{len(broken)} run folder(s) cannot be opened"):
-            for e in broken:
-                st.caption(f"**{md(e.name)}**: {md(e.problem)}")
+    show_unopenable(entries)
     if current is None:
         return None
     st.session_state[_PICK_KEY] = current  # before the widget exists: allowed, no warning

@@ -36,7 +36,7 @@ def open_run(path: Path | str) -> tuple[Any, dict[str, np.ndarray]] | None:
     try:
         return app_shared.get_run(path), app_shared.get_latents(path)
     except rundir.RunDirError as exc:
-        st.error(f"Cannot open this run: {md(exc)}")
+        st.error(f"Cannot open this run: {md(exc.public)}")
         return None
 
 
@@ -75,7 +75,8 @@ def test_images(path: Path | str):
     try:
         return app_shared.get_test_images(path)
     except DataError as exc:
-        st.error(f"The test images of this run cannot be loaded: {md(exc)}")
+        st.error(f"The test images of this run cannot be loaded: "
+                 f"{md(app_shared.public_message(exc))}")
         return None
 
 

@@ -12,3 +12,11 @@ The UI in ``app/`` (``app/main_page.py``, the lesson and Train pages in ``app/pa
 listed by ``streamlit_app.py``) only lays out widgets over these modules, which are unit
 tested without a browser or a Streamlit server.
 """
+
+
+def __getattr__(name: str):  # ``explorer.adopt(model, images, ...)`` without importing torch
+    if name == "adopt":  # until it is called (explorer/adopt.py imports it lazily)
+        import importlib
+
+        return importlib.import_module("explorer.adopt")
+    raise AttributeError(f"module 'explorer' has no attribute {name!r}")

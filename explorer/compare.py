@@ -163,6 +163,8 @@ def rate_point(run_dir: str | Path) -> RatePoint:
     run_dir = Path(run_dir)
     info = rundir.read_config(run_dir)
     rows = rundir.read_metrics(run_dir)
+    if not rows and info.is_imported:
+        raise rundir.RunDirError(run_dir, "imported: it has no training history")
     if not rows:
         raise rundir.RunDirError(run_dir / rundir.METRICS_FILE,
                                  "no finished epoch yet: nothing to place on the chart")

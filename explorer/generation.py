@@ -23,7 +23,9 @@ class LatentModel(Protocol):
     """What these functions (and :mod:`explorer.iwae`, :mod:`explorer.diagnostics`) use
     of a trained model (``training.model.VAE``): its latent size and image shape, the
     encoder's posterior parameters (log-variance None for a plain autoencoder) and the
-    decoder's logits."""
+    decoder's logits (or, where the model has a ``decoder_output`` attribute other than
+    ``"logits"``, its probabilities or Gaussian means: an imported run's model,
+    :class:`explorer.onnx_torch.OnnxTorchModel`)."""
 
     @property
     def latent_dim(self) -> int: ...
@@ -61,6 +63,15 @@ def reconstruct(model: LatentModel, x: np.ndarray | torch.Tensor) -> np.ndarray:
     return decode_images(model, encode_means(model, x))
 
 
+def mean_images(model: LatentModel, output: torch.Tensor) -> torch.Tensor:
+    """Mean images in [0, 1] from the decoder's output: sigmoid of logits (every model
+    trained here); an imported decoder's probabilities or Gaussian means (its
+    ``decoder_output``, see ``explorer/adopt.py``) clamped to [0, 1]."""
+    if getattr(model, "decoder_output", "logits") == "logits":
+        return torch.sigmoid(output)
+    return output.clamp(0.0, 1.0)
+
+
 @torch.no_grad()
 def decode_images(model: LatentModel, z: np.ndarray | torch.Tensor,
                   batch_size: int = 1024) -> np.ndarray:
@@ -70,7 +81,8 @@ def decode_images(model: LatentModel, z: np.ndarray | torch.Tensor,
         raise ValueError(f"latent codes must have shape (N, {model.latent_dim}), "
                          f"got {tuple(z.shape)}")
     model.eval()
-    out = [torch.sigmoid(model.decode(z[i:i + batch_size])) for i in range(0, len(z), batch_size)]
+    out = [mean_images(model, model.decode(z[i:i + batch_size]))
+           for i in range(0, len(z), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
 
 

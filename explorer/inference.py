@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explorer.nploss import kl_per_dim, sigmoid
+from explorer.nploss import kl_per_dim
 from explorer.onnx_model import OnnxModel
 from training.projection import apply_pca, place_by_neighbours
 from training.rundir import RunInfo
@@ -37,7 +37,7 @@ def load_test_images(info: RunInfo) -> np.ndarray:
         raise DataError(f"the data set {c.dataset} has images of shape "
                         f"{'x'.join(map(str, data.image_shape))}, this run's model takes "
                         f"{'x'.join(map(str, info.image_shape))}")
-    return data.test_x
+    return np.asarray(data.test_x)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -51,7 +51,7 @@ def decode_mean(model: OnnxModel, z: np.ndarray | list[float]) -> np.ndarray:
     if z_arr.shape[1] != model.latent_dim:
         raise ValueError(f"z has {z_arr.shape[1]} dimensions, the model's latent space has "
                          f"{model.latent_dim}")
-    images = sigmoid(model.decode(z_arr)).transpose(0, 2, 3, 1)  # (B, H, W, C)
+    images = model.mean_image(model.decode(z_arr)).transpose(0, 2, 3, 1)  # (B, H, W, C)
     images = images.astype(np.float32)
     return images[0] if single else images
 
@@ -103,7 +103,7 @@ def sample_terms(model: OnnxModel, x: np.ndarray, samples: int = 64,
     x_b = x_arr.reshape(1, *model.image_shape)  # (1, C, H, W)
     mu, logvar = model.encode(x_b)  # (1, D), (1, D) | None
     logits_mu = model.decode(mu)  # (1, C, H, W)
-    recon_image = sigmoid(logits_mu)
+    recon_image = model.mean_image(logits_mu)
     if logvar is None:
         samples = 1
         nll = model.reconstruction_nll(logits_mu, x_b)  # (1,)

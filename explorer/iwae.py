@@ -109,12 +109,14 @@ def decoder_log_likelihood(model: LatentModel, x: torch.Tensor,
                            likelihood: str) -> LogLikelihood:
     """log p(x|z) of a trained model's decoder for the images x (B, C, H, W)."""
     log_sigma = getattr(model, "log_sigma", math.log(0.1))
+    output = getattr(model, "decoder_output", "logits")
 
     def log_likelihood(z: torch.Tensor) -> torch.Tensor:
         k, b, d = z.shape
         logits = model.decode(z.reshape(k * b, d))  # (k*B, C, H, W)
         target = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-        return -reconstruction_nll(logits, target, likelihood, log_sigma).view(k, b)  # (k, B)
+        return -reconstruction_nll(logits, target, likelihood, log_sigma,
+                                   output).view(k, b)  # (k, B)
 
     return log_likelihood
 

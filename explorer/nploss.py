@@ -17,17 +17,34 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
+def mean_image(output: np.ndarray, kind: str = "logits") -> np.ndarray:
+    """The decoder's mean image in [0, 1] from what it returned: sigmoid of ``logits``;
+    ``probabilities`` or a Gaussian ``mean`` clipped to [0, 1] (for display)."""
+    if kind == "logits":
+        return sigmoid(output)
+    return np.clip(output, 0.0, 1.0)
+
+
 def reconstruction_nll(logits: np.ndarray, x: np.ndarray, likelihood: str,
-                       log_sigma: float) -> np.ndarray:
+                       log_sigma: float, output: str = "logits") -> np.ndarray:
     """``training.loss.reconstruction_nll`` in NumPy: -log p(x|z) per sample, summed over
     pixels (B,). Bernoulli: binary cross-entropy with logits, softplus(l) - x*l, computed
-    stably. Gaussian: N(x; sigmoid(l), sigma^2) per pixel."""
+    stably (on ``probabilities``: -x log p - (1-x) log(1-p), each log clamped at -100 as
+    torch does). Gaussian: N(x; sigmoid(l), sigma^2) per pixel (N(x; mean, sigma^2) when
+    the decoder returns the ``mean`` or ``probabilities``)."""
     logits = np.asarray(logits, dtype=np.float64)  # (B, C, H, W)
     x = np.asarray(x, dtype=np.float64)  # (B, C, H, W)
-    if likelihood == "bernoulli":
+    if likelihood == "bernoulli" and output != "logits":
+        p = np.clip(logits, 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            log_p = np.maximum(np.log(p), -100.0)
+            log_q = np.maximum(np.log1p(-p), -100.0)
+        per_pixel = -(x * log_p + (1.0 - x) * log_q)
+    elif likelihood == "bernoulli":
         per_pixel = np.maximum(logits, 0.0) - x * logits + np.log1p(np.exp(-np.abs(logits)))
     elif likelihood == "gaussian":
-        per_pixel = (0.5 * ((x - sigmoid(logits)) / math.exp(log_sigma)) ** 2
+        mean = sigmoid(logits) if output == "logits" else logits
+        per_pixel = (0.5 * ((x - mean) / math.exp(log_sigma)) ** 2
                      + log_sigma + 0.5 * LOG_2PI)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")

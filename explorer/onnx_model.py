@@ -18,6 +18,7 @@ many sessions, and these graphs are far too small to gain from a thread pool.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from explorer.nploss import reconstruction_nll
+from explorer.nploss import mean_image, reconstruction_nll
 from training.rundir import (
     ONNX_DECODER_FILE,
     ONNX_ENCODER_FILE,
@@ -71,14 +72,27 @@ class OnnxModel:
         logvar = outputs[1] if len(outputs) > 1 else None  # (B, D)
         return mu, logvar
 
+    @property
+    def decoder_output(self) -> str:
+        """What :meth:`decode` returns: ``logits`` (runs trained here), ``probabilities``
+        or ``mean`` (an imported run's decoder, ``explorer/adopt.py``)."""
+        return self.info.decoder_output
+
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """z (B, D) -> logits (B, C, H, W)."""
+        """z (B, D) -> the decoder's output (B, C, H, W): logits unless
+        :attr:`decoder_output` says otherwise."""
         codes = np.ascontiguousarray(z, dtype=np.float32)  # (B, D)
         return self.decoder.run(None, {"z": codes})[0]  # (B, C, H, W)
 
+    def mean_image(self, output: np.ndarray) -> np.ndarray:
+        """The mean image(s) in [0, 1] from :meth:`decode`'s output (same shape)."""
+        return mean_image(output, self.decoder_output)
+
     def reconstruction_nll(self, logits: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """-log p(x|z) per sample in nats under the run's likelihood. Returns (B,)."""
-        return reconstruction_nll(logits, x, self.info.config.likelihood, self.log_sigma)
+        """-log p(x|z) per sample in nats under the run's likelihood, from :meth:`decode`'s
+        output. Returns (B,)."""
+        return reconstruction_nll(logits, x, self.info.config.likelihood, self.log_sigma,
+                                  self.decoder_output)
 
 
 def _session(graph: bytes) -> ort.InferenceSession:
@@ -101,7 +115,7 @@ def _check_shapes(info: RunInfo, encoder: ort.InferenceSession,
                                                 if info.config.model == "vae" else []),
                             encoder.get_outputs()),
         "decoder inputs": ([("z", latent)], decoder.get_inputs()),
-        "decoder outputs": ([("logits", image)], decoder.get_outputs()),
+        "decoder outputs": ([(info.decoder_output, image)], decoder.get_outputs()),
     }
     for role, (want, have) in expected.items():
         found = [(arg.name, list(arg.shape[1:])) for arg in have]
@@ -120,9 +134,15 @@ def load_onnx_model(run_dir: str | os.PathLike) -> OnnxModel:
     if not run_dir.is_dir():
         raise RunDirError(run_dir, "run directory does not exist")
     info = read_config(run_dir)
-    # checked against the config (every name and shape, log_sigma 0-d) before it is read
-    tensors, meta = load_weights(run_dir / WEIGHTS_FILE, framework="np", info=info)
-    encoder_graph, decoder_graph = read_onnx(run_dir, meta["weights_sha256"])
+    if info.imported is not None:  # no weights: the ONNX files are the model
+        model_sha = str(info.imported["model_sha256"])
+        log_sigma = math.log(info.config.gaussian_sigma)
+    else:
+        # checked against the config (every name and shape, log_sigma 0-d) before it is read
+        tensors, meta = load_weights(run_dir / WEIGHTS_FILE, framework="np", info=info)
+        model_sha = meta["weights_sha256"]
+        log_sigma = float(tensors["log_sigma"].reshape(()))
+    encoder_graph, decoder_graph = read_onnx(run_dir, model_sha)
     try:
         encoder, decoder = _session(encoder_graph), _session(decoder_graph)
     except Exception as exc:  # onnxruntime raises its own error types for invalid graphs
@@ -130,5 +150,4 @@ def load_onnx_model(run_dir: str | os.PathLike) -> OnnxModel:
         raise RunDirError(run_dir, f"{ONNX_ENCODER_FILE}/{ONNX_DECODER_FILE} cannot be opened by "
                                    f"ONNX Runtime: {first_line}") from exc
     _check_shapes(info, encoder, decoder, run_dir)
-    return OnnxModel(info=info, encoder=encoder, decoder=decoder,
-                     log_sigma=float(tensors["log_sigma"].reshape(())))
+    return OnnxModel(info=info, encoder=encoder, decoder=decoder, log_sigma=log_sigma)

@@ -32,6 +32,7 @@ class RunEntry:
     epochs: int = 0
     problem: str = ""  # why this run cannot be opened; "" when it can (one line, no path)
     note: str = ""  # an openable run's lesser problem (metrics.jsonl: no training curves)
+    imported: bool = False  # made by explorer/adopt.py: no weights, no training history
 
     @property
     def name(self) -> str:
@@ -46,6 +47,8 @@ class RunEntry:
         if self.problem:
             return f"{self.name} (cannot open)"
         kind = "VAE" if self.model == "vae" else "AE"
+        if self.imported:
+            return f"{self.name} — {kind} z={self.latent_dim} · {self.dataset} · imported"
         status = "" if self.status == "complete" else f" · {self.status}"
         return (f"{self.name} — {kind} z={self.latent_dim} · {self.dataset} · "
                 f"{self.epochs_completed}/{self.epochs} epochs{status}")
@@ -74,7 +77,9 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
     problem = note = ""
     hint = f"`python -m training.relatents <runs folder>/{path.name}`"
     try:
-        if not (path / rundir.WEIGHTS_FILE).is_file():
+        if info.is_imported:
+            validate.check_run(path)
+        elif not (path / rundir.WEIGHTS_FILE).is_file():
             problem = "no model.safetensors yet (the first epoch has not finished)"
         elif not (path / rundir.LATENTS_FILE).is_file():
             problem = ("no latents.npz yet (the first epoch has not finished)"
@@ -87,7 +92,7 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
         problem = _problem(exc)
     except OSError as exc:  # a folder that cannot be read (permissions)
         problem = f"cannot be read: {rundir.describe_os_error(exc)}"
-    if not problem:
+    if not problem and not info.is_imported:
         try:
             validate.read_metrics(path)
         except rundir.RunDirError as exc:
@@ -95,7 +100,8 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
     return RunEntry(path=path, modified=modified, status=info.status,
                     dataset=info.config.dataset, model=info.config.model,
                     latent_dim=info.config.latent_dim, epochs_completed=info.epochs_completed,
-                    epochs=info.config.epochs, problem=problem, note=note)
+                    epochs=info.config.epochs, problem=problem, note=note,
+                    imported=info.is_imported)
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[RunEntry]:

@@ -99,10 +99,16 @@ class TrainConfig:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**data)
 
-    def validate(self) -> None:
-        """Raise ValueError with a specific message for any impossible setting."""
+    def validate(self, imported: bool = False) -> None:
+        """Raise ValueError with a specific message for any impossible setting.
+        ``imported``: the config of a run made by ``explorer/adopt.py`` from someone else's
+        model: its ``dataset`` only names where the images came from, and there is no
+        architecture of this project whose size could be checked."""
         problems: list[str] = []
-        if self.dataset not in DATASETS and not self.dataset.startswith("folder:"):
+        if imported:
+            if not self.dataset:
+                problems.append("an imported run's dataset must name its images")
+        elif self.dataset not in DATASETS and not self.dataset.startswith("folder:"):
             problems.append(
                 f"unknown dataset {self.dataset!r}; choose one of "
                 f"{', '.join(DATASETS)} or folder:PATH"
@@ -155,7 +161,7 @@ class TrainConfig:
             problems.append(f"threads must be zero or positive, got {self.threads}")
         if not self.tsne_perplexity > 0:
             problems.append(f"tsne-perplexity must be positive, got {self.tsne_perplexity}")
-        if not problems:  # the model's size, by formula: nothing is allocated to know it
+        if not problems and not imported:  # the model's size, by formula: nothing allocated
             from training.validate import model_size_problem
 
             size = model_size_problem(self)

@@ -27,6 +27,7 @@ def reconstruction_nll(
     x: torch.Tensor,  # (B, C, H, W) data in [0, 1]
     likelihood: str = "bernoulli",
     log_sigma: torch.Tensor | float = DEFAULT_LOG_SIGMA,
+    output: str = "logits",
 ) -> torch.Tensor:
     """-log p(x | z) per sample in nats, summed over pixels. Returns shape (B,).
 
@@ -35,12 +36,20 @@ def reconstruction_nll(
       (see the README's note on the ELBO of continuous pixels).
     - ``gaussian``: N(x; sigmoid(logits), sigma^2) per pixel, i.e. squared error
       scaled by 1 / (2 sigma^2) plus the normalising constant log sigma + log(2 pi) / 2.
+
+    ``output`` says what the decoder returned (an imported model's, ``explorer/adopt.py``):
+    ``logits`` (every model trained here), ``probabilities`` (binary cross-entropy on
+    them, log clamped at -100 as ``F.binary_cross_entropy`` does) or ``mean`` (the
+    Gaussian's mean itself).
     """
     if likelihood == "bernoulli":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        if output == "logits":
+            per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        else:
+            per_pixel = F.binary_cross_entropy(logits.clamp(0.0, 1.0), x, reduction="none")
     elif likelihood == "gaussian":
         log_sigma = torch.as_tensor(log_sigma, dtype=logits.dtype, device=logits.device)
-        mean = torch.sigmoid(logits)
+        mean = torch.sigmoid(logits) if output == "logits" else logits
         per_pixel = 0.5 * ((x - mean) / log_sigma.exp()) ** 2 + log_sigma + 0.5 * LOG_2PI
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")

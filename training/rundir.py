@@ -18,6 +18,13 @@ Files (all written atomically: a temporary file in the same folder, fsync, then
                         file's own SHA-256: stale or modified ONNX files are refused.
                         ``model.safetensors`` stays the source of truth.
 
+An *imported* run (``explorer/adopt.py``: someone else's encoder and decoder) has no
+``model.safetensors``, ``metrics.jsonl`` or ``train_state.pt``: its ``config.json`` holds
+an ``imported`` section (where it came from, the decoder's output kind, the SHA-256 that
+``onnx.json`` records in place of the weights'), the ONNX files are the model, and
+``images.npz`` holds the images (``x``, (N, C, H, W), uint8 or float32 in [0, 1]) that
+``latents.npz`` was computed from, in its order.
+
 Nothing here ever unpickles arbitrary objects: safetensors for weights, JSON for text,
 ``np.load(allow_pickle=False)`` and ``torch.load(weights_only=True)`` for the rest.
 
@@ -72,8 +79,10 @@ ONNX_DECODER_FILE = "decoder.onnx"
 ONNX_RECORD_FILE = "onnx.json"
 ONNX_FILES = (ONNX_ENCODER_FILE, ONNX_DECODER_FILE, ONNX_RECORD_FILE)  # the final epoch
 ONNX_FORMAT = "vae-latent-explorer/onnx"
+IMAGES_FILE = "images.npz"  # an imported run's test images
+DECODER_OUTPUTS = ("logits", "probabilities", "mean")  # what a decoder returns
 TMP_MARK = ".tmp-"  # temporary files are named .<final name>.tmp-<random>
-_RUN_FILE_NAMES = frozenset((*RUN_FILES, *ONNX_FILES))
+_RUN_FILE_NAMES = frozenset((*RUN_FILES, *ONNX_FILES, IMAGES_FILE))
 
 
 MAX_PROBLEM_CHARS = 600  # a library's error text can be long: one line, bounded
@@ -332,9 +341,23 @@ class RunInfo:
     created: str = ""
     message: str = ""  # why a run stopped, when it did not complete
     argv: list[str] = field(default_factory=list)
+    # explorer/adopt.py's record for an imported run (None for a run trained here): source,
+    # decoder_output (one of DECODER_OUTPUTS), model_sha256, colour_by
+    imported: dict[str, Any] | None = None
+
+    @property
+    def is_imported(self) -> bool:
+        return self.imported is not None
+
+    @property
+    def decoder_output(self) -> str:
+        """What the decoder returns: ``logits`` (every run trained here), ``probabilities``
+        or ``mean`` (the Gaussian's mean, in pixel units)."""
+        return str((self.imported or {}).get("decoder_output", "logits"))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = {} if self.imported is None else {"imported": dict(self.imported)}
+        return {**extra,
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "data": {"image_shape": list(self.image_shape), "class_names": self.class_names,
@@ -384,6 +407,33 @@ def read_latents(run_dir: str | os.PathLike, info: RunInfo | None = None
     headers before anything is loaded; then finite values and labels in range). Unknown
     arrays are never loaded. See ``training/validate.py``."""
     return validate.read_latents(run_dir, info)
+
+
+def images_as_stored(x: np.ndarray) -> np.ndarray:
+    """How ``images.npz`` keeps images (N, C, H, W) in [0, 1]: as uint8 when that is exact
+    (``uint8 / 255`` gives the same float32 values back), else as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    as_bytes = np.rint(x * 255.0).clip(0, 255).astype(np.uint8)
+    return as_bytes if np.array_equal(stored_images_as_float(as_bytes), x) else x
+
+
+def stored_images_as_float(x: np.ndarray) -> np.ndarray:
+    """``images.npz``'s ``x`` as float32 in [0, 1]."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return np.asarray(x, dtype=np.float32)
+
+
+def write_images(run_dir: str | os.PathLike, x: np.ndarray) -> None:
+    """An imported run's images (N, C, H, W) in [0, 1] as ``images.npz`` (compressed)."""
+    with atomic_path(Path(run_dir) / IMAGES_FILE) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, x=images_as_stored(x))
+
+
+def read_images(run_dir: str | os.PathLike, info: RunInfo | None = None) -> np.ndarray:
+    """An imported run's images (N, C, H, W) float32 in [0, 1], checked (size caps, the
+    ``.npy`` header against config.json's image shape, finite values in [0, 1])."""
+    return stored_images_as_float(validate.read_images(run_dir, info))
 
 
 # --------------------------------------------------------------------------- train state

@@ -393,6 +393,9 @@ def check_resume(run_dir: Path) -> rundir.RunInfo:
     the model's size is bounded by formula before it is built) and metrics.jsonl. Returns
     the run's info; raises :class:`rundir.RunDirError` (one line naming the file)."""
     info = rundir.read_config(run_dir)
+    if info.is_imported:
+        raise rundir.RunDirError(run_dir, "this run was imported (explorer/adopt.py): it has "
+                                          "no training history to resume")
     try:
         model = rundir.build_model(info)
     except ValueError as exc:

@@ -451,9 +451,14 @@ def parse_run_config(raw: Any, path: Path) -> RunInfo:
     problem = config_section_problem(raw["config"])
     if problem:
         raise refuse(f"invalid run config: {problem}")
+    imported = raw.get("imported")
+    if imported is not None:
+        problem = imported_section_problem(imported, raw["config"])
+        if problem:
+            raise refuse(f"invalid imported run: {problem}")
     try:
         config = TrainConfig.from_dict(raw["config"])
-        config.validate()
+        config.validate(imported=imported is not None)
     except (TypeError, ValueError) as exc:
         raise refuse(f"invalid run config: {_first_line(exc)}") from exc
 
@@ -470,10 +475,10 @@ def parse_run_config(raw: Any, path: Path) -> RunInfo:
         raise refuse(f"invalid run config: image_shape {shape} is not 1 or 3 channels of at "
                      f"most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels")
     image_shape = (channels, height, width)
-    arch = arch_problem(config.arch, image_shape)
+    arch = None if imported is not None else arch_problem(config.arch, image_shape)
     if arch:
         raise refuse(f"invalid run config: {arch}")
-    size = model_size_problem(config, image_shape)
+    size = None if imported is not None else model_size_problem(config, image_shape)
     if size:
         raise refuse(f"invalid run config: {size}")
 
@@ -512,7 +517,42 @@ def parse_run_config(raw: Any, path: Path) -> RunInfo:
     return RunInfo(config=config, image_shape=image_shape, class_names=list(names),
                    num_train=counts["num_train"], num_test=counts["num_test"], status=status,
                    epochs_completed=epochs_completed, versions=dict(versions),
-                   created=texts["created"], message=texts["message"], argv=list(argv))
+                   created=texts["created"], message=texts["message"], argv=list(argv),
+                   imported=None if imported is None else dict(imported))
+
+
+IMPORTED_KEYS = {"source": True, "decoder_output": True, "model_sha256": True,
+                 "colour_by": False}  # key -> required
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def imported_section_problem(section: Any, config: dict[str, Any]) -> str | None:
+    """Why ``config.json["imported"]`` (written by ``explorer/adopt.py``) is invalid, or None."""
+    from training.rundir import DECODER_OUTPUTS
+
+    if not isinstance(section, dict):
+        return f"'imported' must be an object, got {_type_name(section)}"
+    unknown = sorted(str(k)[:40] for k in section if k not in IMPORTED_KEYS)
+    if unknown:
+        return f"unknown keys in 'imported': {', '.join(unknown[:5])}"
+    missing = [k for k, required in IMPORTED_KEYS.items() if required and k not in section]
+    if missing:
+        return f"'imported' lacks {', '.join(missing)}"
+    for key in ("source", "colour_by"):
+        value = section.get(key, "")
+        if not (isinstance(value, str) and len(value) <= MAX_CLASS_NAME):
+            return f"imported.{key} must be a string of at most {MAX_CLASS_NAME} characters"
+    output = section["decoder_output"]
+    if output not in DECODER_OUTPUTS:
+        return (f"imported.decoder_output must be one of {', '.join(DECODER_OUTPUTS)}, "
+                f"got {_show(output)}")
+    if output == "mean" and config.get("likelihood", "bernoulli") != "gaussian":
+        return "decoder_output 'mean' goes with a gaussian likelihood; a Bernoulli " \
+               "decoder's mean is its probabilities"
+    sha = section["model_sha256"]
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        return "imported.model_sha256 must be a SHA-256 (64 hex digits)"
+    return None
 
 
 def read_config(run_dir: str | os.PathLike) -> RunInfo:
@@ -775,6 +815,78 @@ def read_latents(run_dir: str | os.PathLike, info: RunInfo | None = None
     return arrays
 
 
+# --------------------------------------------------------------------------- images.npz
+
+def _open_images(run_dir: Path, info: RunInfo | None, load: bool
+                 ) -> tuple[tuple[int, ...], np.ndarray | None]:
+    from training.rundir import IMAGES_FILE
+
+    path = run_dir / IMAGES_FILE
+    if not path.is_file():
+        raise _error(path, "images.npz is missing (an imported run keeps its images there)")
+    if info is None:
+        info = read_config(run_dir)
+    check_regular(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_LATENTS_BYTES:
+                raise _error(path, f"images.npz is {_mb(size)}, more than the "
+                                   f"{_mb(MAX_LATENTS_BYTES)} limit for this file")
+            problem = _zip_directory_problem(fh, size)
+            if problem:
+                raise _error(path, problem)
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                entry = next((i for i in zf.infolist() if i.filename == "x.npy"), None)
+                if entry is None:
+                    raise _error(path, "array 'x' is missing")
+                if entry.file_size > MAX_LATENTS_BYTES:
+                    raise _error(path, f"array 'x' would unpack to {_mb(entry.file_size)}, "
+                                       f"more than the {_mb(MAX_LATENTS_BYTES)} limit")
+                with zf.open(entry) as member:
+                    shape, dtype, header_len = _npy_header(member)
+                if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
+                    raise _error(path, f"array 'x' must hold uint8 or float32, found {dtype}")
+                if header_len + math.prod(shape) * dtype.itemsize != entry.file_size:
+                    raise _error(path, f"not a readable .npz file (truncated or corrupt): "
+                                       f"'x' declares {shape} of {dtype}")
+                want = tuple(info.image_shape)
+                if len(shape) != 4 or tuple(shape[1:]) != want or shape[0] < 1:
+                    raise _error(path, f"array 'x' has shape {shape}, expected (N, "
+                                       f"{', '.join(map(str, want))}) for this run")
+                if not load:
+                    return shape, None
+                with zf.open(entry) as member:
+                    x = np.lib.format.read_array(member, allow_pickle=False)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
+            NotImplementedError, struct.error) as exc:
+        from training.rundir import RunDirError
+
+        if isinstance(exc, RunDirError):
+            raise
+        raise _error(path, f"not a readable .npz file (truncated or corrupt): "
+                           f"{_first_line(exc)}") from exc
+    if x.dtype == np.float32 and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        raise _error(path, "array 'x' holds values outside [0, 1] (or inf, NaN)")
+    return shape, x
+
+
+def images_header(run_dir: str | os.PathLike, info: RunInfo | None = None
+                  ) -> tuple[int, ...]:
+    """The shape of an imported run's ``images.npz`` array ``x``, from its header only."""
+    return _open_images(Path(run_dir), info, load=False)[0]
+
+
+def read_images(run_dir: str | os.PathLike, info: RunInfo | None = None) -> np.ndarray:
+    """An imported run's ``images.npz`` array ``x`` (N, C, H, W) as stored (uint8 or
+    float32), checked: size caps and the header against config.json before loading, then
+    its values (float32 in [0, 1])."""
+    _, x = _open_images(Path(run_dir), info, load=True)
+    assert x is not None
+    return x
+
+
 # --------------------------------------------------------------------------- model.safetensors
 
 _SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4,
@@ -891,7 +1003,19 @@ def check_run(run_dir: str | os.PathLike) -> RunInfo:
     stamps = tuple(file_stamp(run_dir / name) for name in (CONFIG_FILE, WEIGHTS_FILE,
                                                            LATENTS_FILE))
 
+    if info.is_imported:  # no weights: the ONNX files are the model (checked when opened)
+        from training.rundir import IMAGES_FILE
+
+        stamps = (*stamps, file_stamp(run_dir / IMAGES_FILE))
+
     def compute() -> bool:
+        if info.is_imported:
+            n = len(read_latents(run_dir, info)["mu"])
+            images = images_header(run_dir, info)
+            if images[0] != n:
+                raise _error(run_dir / "images.npz", f"holds {images[0]:,} images, "
+                                                     f"latents.npz {n:,} rows: one per image")
+            return True
         weights = run_dir / WEIGHTS_FILE
         if stamps[1] is None:
             raise _error(weights, "weights file is missing")

@@ -23,6 +23,7 @@ def main() -> None:
                    "the first epochs so the decoder learns to use z before the KL pressure "
                    "arrives (Bowman et al. 2016; Sønderby et al. 2016).")
     st.sidebar.caption(ui.UNITS_NOTE)
+    app_shared.show_unopenable()  # damaged run folders, named with their problem
     points, problems = rate_points(e.path for e in openable_runs(app_shared.runs_dir()))
     kept, notes = comparable(points)
     if not kept:
@@ -42,7 +43,7 @@ def main() -> None:
                "−ELBO (recon + KL). ◆ = trained with KL warm-up.")
     ui.download_figure(fig, "rate-distortion", "dl_rd")
     for note in notes + problems:
-        st.caption(f"Not shown: {md(note)}")
+        st.caption(f"Not shown: {md(app_shared.public_message(note))}")
     table = pd.DataFrame([{"run": p.name, "β": p.beta, "warm-up (epochs)": p.kl_warmup,
                            "latent dim": p.latent_dim, "rate KL": p.rate,
                            "distortion recon": p.distortion, "−ELBO": p.neg_elbo,

@@ -74,6 +74,7 @@ def main() -> None:
                    "Two runs with the same backbone, side by side. Both reconstruct; only "
                    "the VAE can **generate**, because its KL term makes the codes fill the "
                    "prior N(0, I) that we sample from.")
+    app_shared.show_unopenable()  # damaged run folders, named with their problem
     entries = openable_runs(app_shared.runs_dir())
     if len(entries) < 2:
         st.info("This view needs two runs (e.g. demo-ae-z2 and demo-vae-z2: run "

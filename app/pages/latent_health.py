@@ -92,7 +92,7 @@ def main() -> None:
     try:
         summary = export.run_summary(path, health, bounds)
     except rundir.RunDirError as exc:  # e.g. a damaged metrics.jsonl: no summary, no traceback
-        st.warning(f"The summary cannot be built: {md(exc)}")
+        st.warning(f"The summary cannot be built: {md(exc.public)}")
         return
     st.download_button("Run summary (JSON)", export.summary_json(summary),
                        file_name=f"{path.name}-summary.json", mime="application/json",
