@@ -174,7 +174,8 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
     info = decoder.model.info
     latent_lens(
         key=LENS_KEY, decoder_url=url, decoder_sha256=sha, image_shape=info.image_shape,
-        output="logits", latent_dim=dim, z=z.tolist(),
+        output="logits" if info.decoder_output == "logits" else "probabilities",
+        latent_dim=dim, z=z.tolist(),
         z_version=int(st.session_state.get(Z_VERSION_KEY, 0)), lo=decoder.lo, hi=decoder.hi,
         order=decoder.order, visible=min(dim, 8), slider_help=decoder.slider_help(),
         server_png=figures.data_uri(frame.decoded_png), projection=projection,
@@ -332,9 +333,11 @@ def explorer_page(path: Path) -> None:
         st.warning(f"The training curves cannot be shown: {md(curves_problem)}")
     last = metrics[-1] if metrics else {}
     status = "" if info.status == "complete" else f" — **{md(info.status)}**"
+    history = (f"imported ({md(info.imported.get('source', ''))}), no training history"
+               if info.imported is not None else
+               f"{info.epochs_completed}/{info.config.epochs} epochs{status}")
     st.markdown(f"**{md(path.name)}** · {kind}, {dim}-D latent space · "
-                f"{md(info.config.dataset)} ({info.num_test:,} test images) · "
-                f"{info.epochs_completed}/{info.config.epochs} epochs{status}"
+                f"{md(info.config.dataset)} ({info.num_test:,} test images) · {history}"
                 + (f" · test −ELBO **{last['test_loss']:.1f}** nats per sample" if last else ""))
 
     # sidebar: which sample
@@ -434,6 +437,9 @@ def explorer_page(path: Path) -> None:
                        "epoch's batches, test (dashed) measured after it.")
         elif curves_problem:
             st.info("No training curves: see the warning at the top of the page.")
+        elif info.is_imported:
+            st.info("This run was imported (explorer/adopt.py): it has no training history, "
+                    "so there are no training curves.")
         else:
             st.info("No finished epoch yet.")
 

@@ -87,9 +87,26 @@ def _load_run(path: str, stamp: float) -> rundir.LoadedRun:
     return rundir.load_run(path)
 
 
+def is_imported(path: str | os.PathLike) -> bool:
+    """Whether the run was imported (``explorer/adopt.py``): no weights, no history."""
+    try:
+        return rundir.read_config(path).is_imported
+    except rundir.RunDirError:
+        return False
+
+
 def get_run(path: str | os.PathLike) -> rundir.LoadedRun:
     """The run at ``path`` (model in eval mode, info), loaded once per process and shared by
-    all sessions. Raises :class:`training.rundir.RunDirError` naming the bad file."""
+    all sessions. Raises :class:`training.rundir.RunDirError` naming the bad file.
+    An imported run (``explorer/adopt.py``) has no torch weights: its ``model`` is its
+    ONNX model behind the same torch interface (:class:`explorer.onnx_torch.OnnxTorchModel`)."""
+    if rundir.read_config(path).is_imported:
+        from explorer.onnx_torch import OnnxTorchModel
+
+        model = get_model(path)
+        return rundir.LoadedRun(path=Path(path), info=model.info,
+                                model=OnnxTorchModel(model),  # type: ignore[arg-type]
+                                weights_meta={})
     return _load_run(str(path), file_stamp(path, rundir.WEIGHTS_FILE))
 
 
@@ -145,11 +162,25 @@ def _load_test_arrays(data_key: str):
                                            image_shape=(0, 0, 0), class_names=[]))
 
 
+@st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
+def _read_images(path: str, stamp: float):
+    return rundir.read_images(path)
+
+
 def get_test_arrays(path: str | os.PathLike):
     """The run's test images, (N, C, H, W) float32 NumPy array in [0, 1], in the same order
     as ``get_latents(path)`` (shared read-only by all sessions: do not modify in place).
-    Cached by the data set's settings, so runs on the same data share one copy."""
-    c = rundir.read_config(path).config
+    Cached by the data set's settings, so runs on the same data share one copy (an
+    imported run's come from its own ``images.npz``)."""
+    info = rundir.read_config(path)
+    if info.is_imported:
+        try:
+            return _read_images(str(path), file_stamp(path, rundir.IMAGES_FILE))
+        except rundir.RunDirError as exc:
+            from training.data import DataError
+
+            raise DataError(exc.public) from exc
+    c = info.config
     data_key = json.dumps({k: getattr(c, k) for k in DATA_FIELDS}, sort_keys=True)
     return _load_test_arrays(data_key)
 

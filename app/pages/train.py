@@ -257,7 +257,10 @@ def main() -> None:
                    "so the app stays responsive: explore other pages while it runs. Progress "
                    "comes from the run folder the trainer writes after every epoch.")
     runs = str(app_shared.runs_dir())
-    app_shared.pick_run()
+    picked = app_shared.pick_run()
+    if picked is not None and app_shared.is_imported(picked):
+        st.caption(f"**{md(picked.name)}** was imported: it has no training history, so it "
+                   f"cannot be resumed; train a new run below.")
     st.sidebar.caption(ui.UNITS_NOTE)
     policy = TrainPolicy.from_env()
     if not policy.enabled:
