@@ -27,7 +27,8 @@ work runs); plus the server's whole CPU time per first page and per move (psutil
 also counts the event loop's share (serialising and sending the messages).
 
     python -m bench.classroom [--only 1x10 1x30 1x60 2x60 2x120] [--seconds 25]
-                              [--runs-dir DIR] [--profile] [--json PATH]
+                              [--runs-dir DIR] [--profile] [--no-configs] [--json PATH]
+                              [--quiet-below LOAD [--quiet-wait S]]
 
 Writes ``bench/results/classroom.json``; prints a table. The machine's load average is
 recorded beside every row: these numbers move with whatever else runs on the machine.
@@ -381,24 +382,30 @@ PROFILE_SITE = textwrap.dedent('''
                     merged.clear()
                     seconds.clear()
                     os.remove(reset)
-            prof = cProfile.Profile()
+            profiling = os.path.exists(os.path.join(out, "cprofile"))
+            name = kind + ("-profiled" if profiling else "")
+            prof = cProfile.Profile() if profiling else None
             start = time.perf_counter()
-            prof.enable()
+            cpu = time.thread_time()
+            if prof is not None:
+                prof.enable()
             try:
                 return original(self, rerun_data)
             finally:
-                prof.disable()
-                took = time.perf_counter() - start
+                if prof is not None:
+                    prof.disable()
+                took = time.perf_counter() - start, time.thread_time() - cpu
                 with lock:
-                    stats = merged.get(kind)
-                    if stats is None:
-                        merged[kind] = stats = pstats.Stats(prof)
-                    else:
-                        stats.add(prof)
-                    seconds.setdefault(kind, []).append(took)
-                    stats.dump_stats(os.path.join(out, kind + ".pstats"))
-                    with open(os.path.join(out, kind + ".times"), "w") as f:
-                        f.write("\\n".join(f"{s:.6f}" for s in seconds[kind]))
+                    seconds.setdefault(name, []).append(took)
+                    with open(os.path.join(out, name + ".times"), "w") as f:
+                        f.write("\\n".join(f"{w:.6f} {c:.6f}" for w, c in seconds[name]))
+                    if prof is not None:
+                        stats = merged.get(kind)
+                        if stats is None:
+                            merged[kind] = stats = pstats.Stats(prof)
+                        else:
+                            stats.add(prof)
+                        stats.dump_stats(os.path.join(out, kind + ".pstats"))
 
         sr.ScriptRunner._run_script = _run_script
 
@@ -485,20 +492,30 @@ def profile(runs_dir: Path, work: Path, pages: int = 6, moves: int = 10) -> dict
         asyncio.run(teacher(url, {}))  # warm: not counted below
         time.sleep(2)
         (out / "reset").write_text("")  # only the measured sessions' runs from here on
+        # first without cProfile (its overhead roughly doubles Python-heavy code): the
+        # script thread's own wall and CPU time per run, and the server's CPU per run
         measured = asyncio.run(_profile_sessions(url, pages, moves, [server.proc.pid]))
+        (out / "cprofile").write_text("")
+        profiled = asyncio.run(_profile_sessions(url, pages, moves, [server.proc.pid]))
         time.sleep(1)
     finally:
         server.stop()
     result: dict[str, Any] = {"pages": pages, "moves_per_page": moves, **measured,
-                              "loadavg_before": load_before, "loadavg_after": load()}
+                              "loadavg_before": load_before, "loadavg_after": load(),
+                              "under_cprofile": profiled}
     for kind in ("page", "move"):
-        times = [float(x) for x in (out / f"{kind}.times").read_text().split()]
-        runs = pages if kind == "page" else pages * moves
-        times = times[-runs:]
-        result[kind] = {"runs_profiled": len(times),
-                        "script_ms_median": round(sorted(times)[len(times) // 2] * 1000, 1),
-                        "top_cumulative": top_costs(out / f"{kind}.pstats", len(times)),
-                        "top_self": self_costs(out / f"{kind}.pstats", len(times))}
+        result[kind] = {}
+        for name in (kind, kind + "-profiled"):
+            pairs = [line.split() for line in (out / f"{name}.times").read_text().splitlines()]
+            wall = sorted(float(w) for w, _c in pairs)
+            cpu = sorted(float(c) for _w, c in pairs)
+            key = "script" if name == kind else "script_under_cprofile"
+            result[kind][key] = {"runs": len(wall),
+                                 "wall_ms_median": round(wall[len(wall) // 2] * 1000, 1),
+                                 "thread_cpu_ms_median": round(cpu[len(cpu) // 2] * 1000, 1)}
+        runs = result[kind]["script_under_cprofile"]["runs"]
+        result[kind]["top_cumulative"] = top_costs(out / f"{kind}.pstats", runs)
+        result[kind]["top_self"] = self_costs(out / f"{kind}.pstats", runs)
     return result
 
 
@@ -528,9 +545,18 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def wait_for_quiet(below: float | None, at_most: float) -> None:
+    """On a shared machine: wait (at most ``at_most`` s) until the 1-minute load average
+    is below ``below`` (None: do not wait)."""
+    deadline = time.monotonic() + at_most
+    while below is not None and os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def measure(only: list[str] | None = None, seconds: float = 25.0,
             runs_dir: Path | None = None, with_profile: bool = False,
-            json_path: Path = RESULTS) -> dict[str, Any]:
+            json_path: Path = RESULTS, quiet_below: float | None = None,
+            quiet_wait: float = 300.0) -> dict[str, Any]:
     runs_dir = Path(runs_dir or os.environ.get("VAE_RUNS_DIR") or ROOT / "runs").resolve()
     work = Path(tempfile.mkdtemp(prefix="classroom-"))
     payload: dict[str, Any] = {
@@ -539,6 +565,7 @@ def measure(only: list[str] | None = None, seconds: float = 25.0,
         "goals": {"first_page_max_s": GOAL_FIRST_PAGE_S, "move_p90_ms": GOAL_MOVE_P90_MS},
         "work_dir": str(work), "rows": []}
     for name in list(CONFIGS) if only is None else only:
+        wait_for_quiet(quiet_below, quiet_wait)
         print(f"[classroom] {name} (load {load()}) ...", flush=True)
         try:
             row = measure_config(name, runs_dir, seconds, work)
@@ -547,6 +574,7 @@ def measure(only: list[str] | None = None, seconds: float = 25.0,
         payload["rows"].append(row)
         print(table([row]).splitlines()[-1], flush=True)
     if with_profile:
+        wait_for_quiet(quiet_below, quiet_wait)
         print(f"[classroom] profile (load {load()}) ...", flush=True)
         payload["profile"] = profile(runs_dir, work)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -590,7 +618,10 @@ def print_profile(prof: dict[str, Any]) -> None:
           f"{prof['server_cpu_per_move_ms']:.0f} ms (load {prof['loadavg_before']})")
     for kind in ("page", "move"):
         p = prof[kind]
-        print(f"\n{kind}: script thread {p['script_ms_median']} ms (median); top cumulative:")
+        plain, profiled = p["script"], p["script_under_cprofile"]
+        print(f"\n{kind}: script thread {plain['wall_ms_median']} ms wall, "
+              f"{plain['thread_cpu_ms_median']} ms CPU (median of {plain['runs']}); under "
+              f"cProfile {profiled['wall_ms_median']} ms; top cumulative (under cProfile):")
         for r in p["top_cumulative"]:
             print(f"  {r['cum_ms']:8.1f} ms  {r['calls_per_run']:6.1f}x  {r['where']}")
         print("  top self time:")
@@ -609,11 +640,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also profile one session's first page and moves in the server")
     parser.add_argument("--no-configs", action="store_true", help="only --profile")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
+                        help="before each configuration, wait until the 1-minute load "
+                             "average is below LOAD (a shared machine)")
+    parser.add_argument("--quiet-wait", type=float, default=300.0, metavar="S",
+                        help="... but at most S seconds (default 300)")
     args = parser.parse_args(argv)
+    # Stop the servers on Ctrl-C or SIGTERM (finally blocks), also when started in the
+    # background, where SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; load {load()}", flush=True)
     payload = measure([] if args.no_configs else args.only, args.seconds, args.runs_dir,
-                      args.profile or args.no_configs, args.json)
+                      args.profile or args.no_configs, args.json, args.quiet_below,
+                      args.quiet_wait)
     if payload.get("rows"):
         print()
         print(table(payload["rows"]))

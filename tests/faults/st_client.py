@@ -37,6 +37,7 @@ class RunResult:
     finished: int = -1  # ForwardMsg.ScriptFinishedStatus
     fragments: list = field(default_factory=list)  # per element: its st.fragment's id or ""
     received: int = 0  # bytes of the ForwardMsgs of this run
+    cached: int = 0  # elements the server sent as references to this client's cache
 
     def fragment_of(self, element) -> str:
         """The id of the ``st.fragment`` that drew ``element`` ("" outside any fragment)."""
@@ -107,6 +108,10 @@ class Session:
         self.clicks = 0  # app_chart's click counter: each new click is a new event
         self.lens_events = 0  # the latent lens's message counter ("event")
         self.session_id = ""  # from the server's new_session message
+        # Streamlit's message cache, as the browser keeps it: large elements the server
+        # marked cacheable, by hash; their hashes go with every rerun, and the server then
+        # sends a reference (ref_hash) instead of an element the browser already has.
+        self.cache: dict[str, ForwardMsg] = {}
         self.response_headers: dict[str, str] = {}  # the handshake's (lower-case names)
         self._requests = 0
 
@@ -127,7 +132,8 @@ class Session:
         """Send the widget states (a rerun of the page, or only of the ``st.fragment``
         ``fragment_id``, as the browser does for a widget inside one) and collect the run."""
         state = ClientState(query_string="", page_script_hash="", fragment_id=fragment_id,
-                            widget_states=WidgetStates(widgets=list(self.widgets.values())))
+                            widget_states=WidgetStates(widgets=list(self.widgets.values())),
+                            cached_message_hashes=list(self.cache))
         await self.ws.send(BackMsg(rerun_script=state).SerializeToString())
         result = await asyncio.wait_for(self._collect(), timeout)
         self._adopt(result)
@@ -204,6 +210,15 @@ class Session:
             result.received += len(data)
             msg.ParseFromString(data)
             kind = msg.WhichOneof("type")
+            if kind == "ref_hash":  # an element this client has: the cached copy
+                if msg.ref_hash not in self.cache:
+                    raise AssertionError(f"server referred to an uncached message "
+                                         f"{msg.ref_hash}")
+                result.cached += 1
+                msg = self.cache[msg.ref_hash]
+                kind = msg.WhichOneof("type")
+            elif msg.metadata.cacheable and msg.hash:
+                self.cache[msg.hash] = msg
             if kind == "new_session":
                 self.session_id = msg.new_session.initialize.session_id
             elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
