@@ -3,10 +3,12 @@
 Sections (in this order, each measured side by side with what it is compared with):
 training throughput (``bench/throughput.py``), time to quality (``bench/quality.py``),
 t-SNE and placement (``bench/projection_speed.py``), app costs (``bench/app_runtime.py``
-and the websocket round trips of ``bench/app_latency.py``), and the same training rows on a
-GPU when there is one. The JSON goes to ``bench/results/latest.json``; ``--markdown``
-also prints the table as the README shows it. A section that fails becomes a row saying
-so; the others still run. Not part of the tests' pass/fail.
+and the websocket round trips of ``bench/app_latency.py``), live decoding in the browser
+(the latent lens beside the release -> rerun path, ``bench/live_decoding.py``), and the
+same training rows on a GPU when there is one. The JSON goes to
+``bench/results/latest.json``; ``--markdown`` also prints the table as the README shows
+it. A section that fails becomes a row saying so; the others still run. Not part of the
+tests' pass/fail.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from bench.common import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "quality", "projection", "app", "gpu", "classroom")
+SECTIONS = ("training", "quality", "projection", "app", "live", "gpu", "classroom")
 APP_LATENCY_JSON = RESULTS_DIR / "app_latency.json"
+LIVE_DECODING_JSON = RESULTS_DIR / "live_decoding.json"
 
 
 def _latency_rows(payload: dict[str, Any]) -> list[Row]:
@@ -125,6 +128,29 @@ def _app_latency_rows(timeout: float) -> tuple[list[Row], dict[str, Any]]:
     return _latency_rows(payload), payload
 
 
+def _live_decoding_rows(quick: bool, timeout: float) -> tuple[list[Row], dict[str, Any]]:
+    """Run ``bench/live_decoding.py`` (its own process: Streamlit servers and a headless
+    Chromium) and turn ``bench/results/live_decoding.json`` into rows."""
+    from bench import live_decoding
+
+    cmd = [sys.executable, "-m", "bench.live_decoding"]
+    if quick:
+        cmd += ["--moves", "100", "--releases", "10", "--loads", "3"]
+    started = time.time()
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code, tail = done.returncode, (done.stderr or done.stdout).strip().splitlines()[-1:]
+    except subprocess.TimeoutExpired:
+        code, tail = "timeout", [f"still running after {timeout:.0f} s"]
+    if code != 0 or not LIVE_DECODING_JSON.exists() \
+            or LIVE_DECODING_JSON.stat().st_mtime < started:
+        return [Row("live", "live decoding in the browser", None, "",
+                    f"bench/live_decoding.py failed ({code}): {(tail or ['?'])[0][:150]}")], {}
+    payload = json.loads(LIVE_DECODING_JSON.read_text())
+    return live_decoding.rows(payload), payload
+
+
 def run_section(name: str, args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
     import torch
 
@@ -147,6 +173,8 @@ def run_section(name: str, args: argparse.Namespace) -> tuple[list[Row], dict[st
         # 4 variants driven by a browser, then 4 pages x 2 browsers x 5 cold starts: ~7 min
         more, payload = _app_latency_rows(timeout=900)
         return more + rows, {"runtime": raw, "app_latency": payload}
+    if name == "live":
+        return _live_decoding_rows(args.quick, timeout=600)
     if name == "gpu":
         if not torch.cuda.is_available():
             return [Row("gpu", "training throughput on a GPU", None, "", NOT_MEASURED_GPU),
