@@ -1,21 +1,27 @@
-"""Benchmark: how fast the explorer answers a slider, as a browser sees it.
+"""Benchmark: how fast the explorer's server answers a slider release, as a browser sees it.
 
 Starts ``streamlit run`` on 127.0.0.1 (free ports) for several variants, drives each with
-headless Chromium through Playwright, and times every slider move from the browser's
+headless Chromium through Playwright, and times every slider release from the browser's
 websocket frames (Chrome DevTools Protocol ``Network.webSocketFrame*`` timestamps, taken
 inside the browser): from the ``rerun_script`` BackMsg the browser sends to the frame that
 carries the new decoded image (or, for ``st.image``, to the end of the image's HTTP fetch),
 and to ``script_finished``. Variants:
 
-- ``app``            this app on a trained run (decode panel in an ``st.fragment``,
-                     images inline as data URIs);
-- ``app-media``      the same with the images sent through ``st.image`` (media files);
+- ``app``            this app on a trained run: the main page's latent lens (``app/lens/``)
+                     reports a slider once per interaction (an arrow key here), which reruns
+                     the lens's ``st.fragment`` on the server; its reply carries the server's
+                     decode (``server_png``). While a slider is dragged the lens decodes in
+                     the browser and the server hears nothing: ``bench/live_decoding.py``
+                     measures that side (and the release -> image path without WebAssembly);
 - ``app-gc``         the same as ``app`` with Streamlit's default ``runner.postScriptGC=true``
                      (a full ``gc.collect()`` after every rerun; the app's config turns it off);
-- ``minimal``        a minimal one-slider decode app written to a temp file (the model in
+- ``minimal``        the one-slider decode app ``bench/apps/minimal_app.py`` (the model in
                      ``st.cache_resource``, one ``st.slider``, one ``st.image``);
 - ``app full rerun`` whole-app reruns of ``app`` (the "random sample" button): what every
-                     slider move would cost without the fragment.
+                     release would cost without the fragment.
+
+(The ``app-media`` variant, the decode panel's images through ``st.image``, is gone with
+that panel: the lens sends its one small server image inline.)
 
 Also: cold start (a new server process -> first page ready in the browser, with a fresh and
 with a returning browser profile, see :func:`cold_start`), what each import costs, resident
@@ -23,7 +29,7 @@ memory of the server with 1 and with 10 open sessions (psutil), and an in-proces
 breakdown of where a whole-app rerun spends its time. Prints a table; writes
 ``bench/results/app_latency.json``.
 
-    python bench/app_latency.py [--moves 30] [--run runs/demo-vae-z2] [--screenshot PATH]
+    python -m bench.app_latency [--moves 30] [--run runs/demo-vae-z2] [--screenshot PATH]
 """
 
 from __future__ import annotations
@@ -48,7 +54,22 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"  # the baseline pages measured beside the app
 
 RESULTS = ROOT / "bench" / "results" / "app_latency.json"
-DECODED_MARK = b'alt="decoded image"'
+# the lens's data in a websocket frame, with the server's decode of z (app/lens lens_data)
+DECODED_MARK = b'"server_png": "data:image/'
+LENS = ".latent-lens[data-key='lens']"
+LENS_SLIDER = f"{LENS} input[aria-label='z0']"  # a native range input in the shadow root
+ST_SLIDER = '[data-testid="stSlider"] input[type="range"]'
+# The lens is drawn: its root, the map painted (mapTimes.draw_ms), and the decoded image
+# showing (the server's PNG loaded, or the canvas once the browser decoded).
+LENS_SHOWN_JS = """(() => {
+    const lens = window.__latentLens && window.__latentLens.lens;
+    if (!lens || !lens.root.isConnected) return false;
+    const img = lens.root.querySelector('img.lens-server-image');
+    const canvas = lens.root.querySelector('canvas.lens-image');
+    const image = (img && img.getAttribute('src') && !img.hidden && img.complete)
+        || (canvas && !canvas.hidden);
+    return !!(lens.mapTimes && lens.mapTimes.draw_ms != null && image);
+})()"""
 
 
 
@@ -79,10 +100,16 @@ def stats_ms(values: list[float]) -> dict[str, float]:
 
 
 def ensure_run(path: Path) -> Path:
-    if (path / "model.safetensors").is_file() and (path / "latents.npz").is_file():
-        return path
-    print(f"training the demo run into {path} (about a minute) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "training", "--out", str(path)], cwd=ROOT, check=True)
+    """The demo run at ``path``, trained if missing, with its ``decoder.onnx`` (the main
+    page's lens decodes with it; ``python -m training.export`` adds it to an older run)."""
+    if not ((path / "model.safetensors").is_file() and (path / "latents.npz").is_file()):
+        print(f"training the demo run into {path} (a few minutes on 2 cores) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "training", "--out", str(path)], cwd=ROOT,
+                       check=True)
+    if not (path / "decoder.onnx").is_file():
+        print(f"exporting {path}'s model to ONNX ...", flush=True)
+        subprocess.run([sys.executable, "-m", "training.export", str(path)], cwd=ROOT,
+                       check=True)
     return path
 
 
@@ -219,8 +246,13 @@ def launch_browser(pw):
 
 
 def wait_image(page, media: bool, timeout: float = 120_000) -> None:
-    selector = 'img[alt="decoded image"]' if not media else '[data-testid="stImage"] img'
-    page.locator(selector).first.wait_for(state="visible", timeout=timeout)
+    """The decoded image is on the page: the lens's (map drawn, image showing) for the
+    app, ``st.image``'s for ``media`` (the minimal app)."""
+    if media:
+        page.locator('[data-testid="stImage"] img').first.wait_for(state="visible",
+                                                                   timeout=timeout)
+    else:
+        page.wait_for_function(f"() => {LENS_SHOWN_JS}", timeout=timeout, polling=25)
 
 
 def timed_reruns(page, log: FrameLog, act, count: int, timeout_s: float, settle_ms: int,
@@ -253,11 +285,13 @@ def timed_reruns(page, log: FrameLog, act, count: int, timeout_s: float, settle_
     return results
 
 
-def drive_slider(page, log: FrameLog, moves: int, media: bool, key_index: int = 0,
+def drive_slider(page, log: FrameLog, moves: int, media: bool, selector: str,
                  pause_s: float = 0.35) -> list[dict[str, Any]]:
-    """Press ArrowRight/ArrowLeft on a slider ``moves`` times, one move at a time, each
-    after the previous rerun finished; return per-move latencies."""
-    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').nth(key_index)
+    """Press ArrowRight/ArrowLeft on the slider ``selector`` ``moves`` times, one move at a
+    time, each after the previous rerun finished; return per-move latencies. (The lens
+    reports a key press 150 ms later, once per burst: the latency counts from its
+    message.)"""
+    thumb = page.locator(selector).first
     thumb.focus()
     return timed_reruns(
         page, log, lambda i: thumb.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft"),
@@ -281,7 +315,7 @@ def take_screenshots(browser, url: str, path: Path, sample: int = 17, steps: int
     page.keyboard.press("Enter")
     page.get_by_text(f"ELBO of sample {sample}").first.wait_for(timeout=60_000)
     page.wait_for_timeout(2000)
-    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    thumb = page.locator(LENS_SLIDER).first
     thumb.focus()
     for _ in range(steps):
         thumb.press("ArrowRight")
@@ -328,7 +362,7 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
         wait_image(page, media)
         out["first_image_s"] = time.perf_counter() - t_start  # process start -> decoded image
         page.wait_for_timeout(1500)
-        moves_result = drive_slider(page, log, moves, media)
+        moves_result = drive_slider(page, log, moves, media, ST_SLIDER if media else LENS_SLIDER)
         out["moves"] = stats_ms([m["image_s"] for m in moves_result])
         out["moves"]["finished_median_ms"] = statistics.median(
             [m["finished_s"] * 1000 for m in moves_result if m["finished_s"] is not None] or [0])
@@ -371,21 +405,18 @@ def measure_variant(name: str, script: str, runs_dir: Path, moves: int, pw,
 # --------------------------------------------------------------------------- cold start
 
 # The first page is ready when everything above the fold is drawn and the script has
-# finished: the title, the latent map's Plotly plot, a latent slider, the decoded image,
-# the ELBO panel's metrics, and no "running" status widget.
-# The map is drawn in app_chart's iframe (the light plotly.js build), or in the page itself
-# when it goes through st.plotly_chart (WebGL maps of more than 2,000 points).
-PAGE_READY_JS = """() => !!(document.querySelector('h1')
-    && (document.querySelector('.js-plotly-plot .main-svg')
-        || [...document.querySelectorAll('iframe[title="app.chart.plotly_chart"]')].some(
-            f => f.contentDocument && f.contentDocument.querySelector(
-                '.js-plotly-plot .main-svg')))
-    && document.querySelector('[data-testid="stSlider"]')
-    && document.querySelector('img[alt="decoded image"]')
+# finished: the title, the latent lens (its root, the map painted on its canvas, the
+# latent sliders, the decoded image showing: the server's PNG, or the canvas once the
+# browser decoded), the ELBO panel's metrics, and no "running" status widget. The lens
+# lives in a shadow root; window.__latentLens.lens (app/lens) reaches it.
+PAGE_READY_JS = f"""() => !!(document.querySelector('h1')
+    && {LENS_SHOWN_JS}
+    && window.__latentLens.lens.root.querySelector("input[aria-label='z0']")
     && document.querySelector('[data-testid="stMetric"]'))
     && !document.querySelector('[data-testid="stStatusWidget"]')"""
-DECODE_PANEL_JS = """() => !!(document.querySelector('[data-testid="stSlider"]')
-    && document.querySelector('img[alt="decoded image"]'))"""
+# usable: the lens (map, sliders, decoded image) is drawn, whatever else is still coming
+DECODE_PANEL_JS = f"""() => !!({LENS_SHOWN_JS}
+    && window.__latentLens.lens.root.querySelector("input[aria-label='z0']"))"""
 MINIMAL_READY_JS = """() => !!(document.querySelector('[data-testid="stSlider"]')
     && document.querySelector('[data-testid="stImage"] img'))
     && !document.querySelector('[data-testid="stStatusWidget"]')"""
@@ -474,7 +505,7 @@ def import_seconds(repeats: int = 3) -> dict[str, float]:
     bare = timed("pass")
     return {name: timed(code) - bare for name, code in (
         ("streamlit", "import streamlit"),
-        ("main page modules (app_shared)", "import streamlit, app_shared"),
+        ("main page modules (app.main_page)", "import streamlit, app.main_page"),
         ("torch", "import torch"),
     )}
 
@@ -482,12 +513,18 @@ def import_seconds(repeats: int = 3) -> dict[str, float]:
 # --------------------------------------------------------------------------- where the time goes
 
 def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
-    """Median milliseconds of each piece of a whole-app rerun, measured in-process."""
+    """Median milliseconds of each piece of a rerun of the main page, measured in-process:
+    the lens's fragment (what a slider release reruns: the server's decode of z, the map's
+    payload, the component's data and its JSON) and the rest of a whole-app rerun (the
+    ELBO panel, the KL bars, the training curves)."""
+    import json as json_lib
+
     import numpy as np
     import plotly.io as pio
 
+    from app.lens import lens_data, map_payload
     from explorer import figures
-    from explorer.inference import load_test_images, map_coords, sample_terms
+    from explorer.inference import load_test_images, sample_terms
     from explorer.live import build_live_decoder
     from explorer.onnx_model import load_onnx_model
     from explorer.uploads import has_dark_background
@@ -497,10 +534,10 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
     latents = read_latents(run_dir)
     metrics = read_metrics(run_dir)
     images = load_test_images(model.info)
-    coords = map_coords(latents, "raw")
-    live = build_live_decoder(model, latents, "raw", coords)
+    live = build_live_decoder(model, latents, "raw")
+    info = model.info
     z = latents["mu"][0]
-    sigmas = np.exp(0.5 * latents["logvar"][[0]])
+    sha = "0" * 64
 
     def med(fn) -> float:
         fn()
@@ -511,25 +548,30 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1000
 
-    def map_figure():
-        return figures.latent_map_figure(coords, latents["labels"], model.info.class_names,
-                                         latents["recon"], latents["kl"], "raw", 0, sigmas[0])
+    def payload():  # as latent_lens() builds it on every rerun (the encoding is cached)
+        return map_payload(projection="raw", xy=live.coords, labels=latents["labels"],
+                           latent_dim=model.latent_dim, class_names=info.class_names,
+                           recon_nats=latents["recon"], kl_nats=latents["kl"],
+                           x_title="z0", y_title="z1")
 
-    base = map_figure()
+    def data(png: bytes, map_data) -> dict[str, Any]:  # as latent_lens() shapes it
+        out = lens_data(key="lens", decoder_url="/x/decoder.onnx", decoder_sha256=sha,
+                        image_shape=info.image_shape, latent_dim=model.latent_dim,
+                        z=z.tolist(), lo=live.lo, hi=live.hi, order=live.order,
+                        slider_help=live.slider_help(), server_png=figures.data_uri(png),
+                        map_data=map_data, selected=0, sigma=[0.1, 0.1], height=440)
+        out["map"] = {"hash": map_data["hash"], "n": map_data["n"], "projection": "raw"}
+        return out
+
+    def fragment():  # the lens fragment's own work, then Streamlit's JSON of both elements
+        frame = live.render(z)
+        map_data = payload()
+        json_lib.dumps(data(frame.decoded_png, map_data))
+        json_lib.dumps({"role": "map", "map": map_data})
+
+    png = live.render(z).decoded_png
+    map_data = payload()
     curves = figures.training_curves_figure(metrics)
-
-    def map_overlays_json():  # what the app does per rerun: move overlays, to JSON for
-        figures.update_map_overlays(base, coords, 1, sigmas[0], coords[2], None)
-        return base.to_json()  # app_chart's component
-
-    def map_json():
-        return pio.to_json(map_figure(), validate=False)
-
-    def map_streamlit():  # what st.plotly_chart adds: re-validation, then JSON
-        import plotly.tools
-
-        fig = plotly.tools.return_figure_from_figure_or_data(map_figure(), validate_figure=True)
-        return pio.to_json(fig, validate=False)
 
     def terms_and_images():
         terms = sample_terms(model, images[0], 64)
@@ -545,15 +587,16 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
     gc.freeze()
     gc_frozen = med(gc.collect)
     gc.unfreeze()
-    out = {
+    return {
         "gc.collect() after a rerun (Streamlit's default postScriptGC)": gc_full,
         "gc.collect() after gc.freeze() of the start-up heap": gc_frozen,
-        "fragment: decode + 2 PNGs + map placement": med(lambda: live.render(z)),
-        "latent map: build go.Figure": med(map_figure),
-        "latent map: build go.Figure + JSON": med(map_json),
-        "latent map: as st.plotly_chart does it (build, to_dict, JSON)": med(map_streamlit),
-        "latent map: the app's way (cached figure, move overlays, JSON)":
-            med(map_overlays_json),
+        "lens fragment: server decode of z + PNG (LiveDecoder.render)": med(lambda: live.render(z)),
+        "lens fragment: map payload (validate + digest; encoding cached)": med(payload),
+        "lens fragment: lens_data (validate) + JSON of the component's data": med(
+            lambda: json_lib.dumps(data(png, map_data))),
+        "lens fragment: JSON of the map element (what Streamlit serialises per rerun)": med(
+            lambda: json_lib.dumps({"role": "map", "map": payload()})),
+        "lens fragment, all of it (per slider release)": med(fragment),
         "ELBO panel: 64-sample terms + 3 PNGs": med(terms_and_images),
         "KL bars: build go.Figure + JSON (per selected sample)": med(lambda: pio.to_json(
             figures.kl_bar_figure(np.ones(2), np.arange(2), np.ones(2)), validate=False)),
@@ -564,7 +607,6 @@ def rerun_breakdown(run_dir: Path, repeats: int = 20) -> dict[str, float]:
         "upload background check (has_dark_background)":
             med(lambda: has_dark_background(images)),
     }
-    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -577,8 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="also save a screenshot of the app on this run (README image)")
-    parser.add_argument("--variants", nargs="+",
-                        default=["app", "app-gc", "app-media", "minimal"])
+    parser.add_argument("--variants", nargs="+", default=["app", "app-gc", "minimal"],
+                        choices=["app", "app-gc", "minimal"])
     parser.add_argument("--cold-repeats", type=int, default=5,
                         help="server starts per browser state for the cold-start figures")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -611,10 +653,6 @@ def main(argv: list[str] | None = None) -> int:
                     results[variant] = measure_variant(
                         variant, "streamlit_app.py", runs_dir, args.moves, pw,
                         args=["--runner.postScriptGC", "true"])
-                elif variant == "app-media":
-                    results[variant] = measure_variant(
-                        variant, "streamlit_app.py", runs_dir, args.moves, pw,
-                        env={"VAE_EXPLORER_IMAGES": "media"}, media=True)
                 elif variant == "minimal":
                     results[variant] = measure_variant(
                         variant, str(minimal), runs_dir, args.moves, pw, media=True,
@@ -647,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "app_latency",
-        "what": "slider change -> new image over the websocket: as the browser's frames "
+        "what": "slider release (the lens's one message per interaction; st.slider for "
+                "'minimal') -> new image over the websocket: as the browser's frames "
                 "show it (CDP timestamps, incl. its main thread) and as the server answers "
                 "the same frames replayed without a browser (the server-side round trip, "
                 "p90 goal 50 ms)",
@@ -680,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(report: dict[str, Any]) -> None:
     machine = report["machine"]
-    print(f"\nSlider -> new image over the websocket ({report['moves']} moves; load average "
+    print(f"\nSlider release -> new image over the websocket ({report['moves']} moves; load "
+          f"average "
           f"{machine['load_average_before'][0]:.1f} before, "
           f"{machine['load_average_after'][0]:.1f} after, {machine['cpus']} CPUs). Each variant's "
           f"row: the browser's frame timestamps (incl. its main thread); 'replayed': the same "
@@ -709,8 +749,8 @@ def print_table(report: dict[str, Any]) -> None:
                   f"{f['p90_ms']:.0f} ms)")
     if report.get("cold_start"):
         print("\nCold start: `streamlit run` (new server process) -> first page ready (title, "
-              "map drawn, sliders, decoded image, ELBO metrics, script finished), seconds; "
-              "goal < 5 s")
+              "the lens's map drawn, its sliders and decoded image, ELBO metrics, script "
+              "finished), seconds; goal < 5 s")
         header = (f"{'variant':<13} {'browser':<10} {'median':>7} {'min':>6} {'max':>6} "
                   f"{'healthy':>8} {'decode panel':>13}")
         print(header)
@@ -723,10 +763,11 @@ def print_table(report: dict[str, Any]) -> None:
                       f"{'' if usable is None else f'{usable:.2f}':>13}")
         print("(fresh: a new browser profile; returning: one that opened the app at this "
               "address before. healthy: when the server first answered /_stcore/health; "
-              "decode panel: sliders and decoded image drawn. plotly-floor: a page with only "
-              "a title, a slider and the same 1,000-point map through st.plotly_chart (the "
-              "full plotly.js; the app draws its charts with the light build, app_chart.py); "
-              "trivial: a title and a slider.)")
+              "decode panel: the lens's map, sliders and decoded image drawn. plotly-floor: a "
+              "page with only a title, a slider and the same 1,000-point map through "
+              "st.plotly_chart (the full plotly.js; the app's lens draws its map on a canvas, "
+              "its other charts use the light build, app/chart.py); trivial: a title and a "
+              "slider.)")
     if report.get("import_s"):
         print("\nImport cost in a fresh interpreter (median s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in report["import_s"].items()))

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GC_PROBE = r"""
 import gc, json, sys, time, statistics
 import streamlit, plotly.graph_objects, numpy
-import app_shared, explorer.inference, explorer.live  # the main page's modules
+import app.main_page, explorer.inference, explorer.live  # the main page's modules
 from explorer.onnx_model import load_onnx_model
 from training import rundir
 run, teaching = sys.argv[1], sys.argv[2] == "teaching"
@@ -50,7 +50,8 @@ print(json.dumps({"median": statistics.median(times), "max": max(times), "object
 
 
 def demo_sized_run(folder: str) -> str:
-    """A demo-sized model (2-D latent, 2x512, untrained) written as a run directory."""
+    """A demo-sized model (2-D latent, 2x512, untrained) written as a run directory, with
+    its ONNX export."""
     from training import rundir
     from training.config import TrainConfig
     from training.model import VAE
@@ -64,8 +65,13 @@ def demo_sized_run(folder: str) -> str:
     mu = rng.standard_normal((1000, 2)).astype(np.float32)  # (N, D) like a test set's
     rundir.write_latents(folder, {"mu": mu, "logvar": np.full_like(mu, -2.0),
                                   "labels": rng.integers(0, 10, 1000), "pca": mu,
+                                  "pca_mean": np.zeros(2, np.float32),  # pca = (mu - 0) @ I
+                                  "pca_components": np.eye(2, dtype=np.float32),
                                   "recon": rng.uniform(80, 200, 1000),
                                   "kl": rng.uniform(2, 9, 1000)})
+    from training.export import export_run
+
+    export_run(folder)  # encoder.onnx, decoder.onnx: the main page runs the model from them
     return folder
 
 
