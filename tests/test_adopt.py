@@ -335,3 +335,73 @@ def test_every_page_opens_an_adopted_run(app_runs, run, monkeypatch):
         at.session_state["run_dir"] = str(app_runs / run)
         at.run()
         assert not _problems(at), (page, _problems(at))
+
+
+LESSON_URLS = ["Compare_AE_vs_VAE", "Reparameterisation", "ELBO_vs_log_p", "Latent_health",
+               "Beta_and_warmup", "Generation", "Train"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_an_adopted_run_in_the_browser(app_runs):
+    """The adopted conv VAE (its decoder returns probabilities) in Chromium: the browser
+    decodes while a slider is held down, its pixels equal ONNX Runtime's in Python (no
+    sigmoid: the decoder already gives probabilities), the ELBO panel shows, and every
+    other page opens without an error."""
+    import onnxruntime as ort
+
+    from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
+    from tests.test_browser import API, ERRORS, LENS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent")
+    from playwright.sync_api import sync_playwright
+
+    run = app_runs / "mine"
+    session = ort.InferenceSession(str(run / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    with StreamlitServer(env={"VAE_RUNS_DIR": str(app_runs)}) as server, \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click(
+            timeout=120_000)
+        page.get_by_role("option", name=re.compile(r"^mine ")).click()
+        page.wait_for_function(f"() => {API} && {API}.runtime === 'wasm' && {API}.decodes > 0 "
+                               f"&& {API}.z.length === 8", timeout=120_000)
+        slider = page.locator(f"{LENS} input[aria-label='z0']")
+        box = slider.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        previous = None
+        for step in range(1, 5):
+            n = page.evaluate(f"() => {API}.decodes")
+            page.mouse.move(x + step * box["width"] / 10, y, steps=2)
+            page.wait_for_function(f"() => {API}.decodes > {n}", timeout=60_000)
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                          "requestAnimationFrame(r)))")
+            (h, w, data), z = page.locator(LENS).evaluate("""root => {
+                const c = root.querySelector('canvas.lens-image');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+                return [[c.height, c.width, Array.from(d.data)],
+                        JSON.parse(root.dataset.decodedZ)];
+            }""")
+            image = np.asarray(data, dtype=np.float64).reshape(h, w, 4)[..., 0]
+            want = np.round(255 * session.run(None, {name: np.asarray([z], np.float32)})[0][0, 0])
+            assert np.abs(image - want).max() <= 1, f"browser and ONNX Runtime differ at {z}"
+            assert previous is None or not np.array_equal(image, previous)
+            previous = image
+        page.mouse.up()
+        page.get_by_role("tab", name=re.compile(r"ELBO of sample")).wait_for(timeout=60_000)
+        page.locator('[data-testid="stMetric"]').nth(2).wait_for(timeout=60_000)
+        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
+        for url in LESSON_URLS:
+            page.goto(f"{server.url}/{url}", wait_until="domcontentloaded")
+            page.locator("h1").first.wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)
+            assert page.locator('[data-testid="stException"]').count() == 0, url
+            assert page.locator(ERRORS).count() == 0, (url,
+                                                       page.locator(ERRORS).first.inner_text())
+        browser.close()
