@@ -2,7 +2,8 @@
 (its start-up warm-up still loading the run) gets 20 concurrent sessions over real
 websockets (``st_client.py`` speaks the browser's protobuf protocol), whose first runs
 overlap. Each session selects its own test point (half by
-clicking it on the latent map, half by its index) and moves slider z0 to its own value.
+clicking it on the latent lens's map, half by its index) and releases slider z0 at its own
+value (the lens's one message per release, which reruns its fragment).
 Checked: no exception or error box in any run of any session; each session shows its own
 selection and its own z (the "log p(z)" caption, computed here independently); the model
 was loaded exactly once for all of them and the warm-up (``load_counter.py`` logs every
@@ -19,7 +20,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from faultkit import REPO
 from st_client import RunResult, Session
@@ -54,7 +54,7 @@ def server(tiny_run, tmp_path):
 
 
 def log_prior(run: RunResult) -> float:
-    text = " ".join(h for h in run.html() if "log p(z) =" in h)
+    text = " ".join(h for h in run.markdown() + run.html() if "log p(z) =" in h)
     match = re.search(r"log p\(z\) = (-?[0-9.]+) nats", text)
     assert match, "the decode panel's log p(z) caption is missing"
     return float(match.group(1))
@@ -66,33 +66,22 @@ def selected_sample(run: RunResult) -> int:
     return int(titles[0].split()[2])
 
 
-def map_click(latents: dict, sample: int) -> dict:
-    """The point the browser reports when ``sample`` is clicked on the map: the map has one
-    trace per label, the point's position in its trace, and customdata [index, recon, KL]."""
-    labels = latents["labels"]
-    in_trace = np.flatnonzero(labels == labels[sample])
-    position = int(np.flatnonzero(in_trace == sample)[0])
-    return {"curve_number": int(np.flatnonzero(np.unique(labels) == labels[sample])[0]),
-            "point_number": position, "point_index": position,
-            "x": float(latents["mu"][sample, 0]), "y": float(latents["mu"][sample, 1]),
-            "customdata": [sample, float(latents["recon"][sample]),
-                           float(latents["kl"][sample])]}
-
-
-async def one_user(port: int, sample: int, where: float, click: dict | None
+async def one_user(port: int, sample: int, where: float, click: bool
                    ) -> tuple[float, list[RunResult]]:
-    """Select ``sample`` (by a map ``click``, else by index), move z0 to fraction ``where``
-    of its range; returns that z0 and the four runs."""
+    """Select ``sample`` (by a click on the lens's map, else by index), release z0 at
+    fraction ``where`` of its range; returns that z0 and the four runs."""
     async with Session(port) as session:
         first = await session.rerun()
-        if click is not None:
-            picked = await session.select_point(first, "latent_map", click)
+        if click:
+            _element, data = first.lens()
+            picked = await session.lens_release(first, data["z"], source="click",
+                                                selected=sample)
         else:
             picked = await session.set_number(first, SAMPLE_LABEL, sample)
-        slider = picked.widget("slider", "z0")
-        steps = round(where * (slider.max - slider.min) / slider.step)  # on the slider's grid
-        z0 = slider.min + steps * slider.step
-        moved = await session.set_slider(picked, "z0", z0)
+        _element, data = picked.lens()
+        lo, hi = data["sliders"]["lo"][0], data["sliders"]["hi"][0]
+        z0 = round(lo + where * (hi - lo), 2)
+        moved = await session.lens_release(picked, [z0, *data["z"][1:]])
         await asyncio.sleep(0.5)  # let the other sessions act in between
         again = await session.rerun()  # a plain rerun: is my state still mine?
         return z0, [first, picked, moved, again]
@@ -106,8 +95,7 @@ def test_twenty_concurrent_sessions_on_a_fresh_server(server, tmp_path):
     latents = rundir.read_latents(server.run_dir)
     mu = latents["mu"]  # (N, 2): the map's coordinates
     samples = [7 + 11 * k for k in range(SESSIONS)]
-    plan = [(sample, (k + 1) / (SESSIONS + 1), map_click(latents, sample) if k % 2 else None)
-            for k, sample in enumerate(samples)]
+    plan = [(sample, (k + 1) / (SESSIONS + 1), k % 2 == 1) for k, sample in enumerate(samples)]
     started = time.perf_counter()
     results = asyncio.run(all_users(server.port, plan))
     seconds = time.perf_counter() - started
@@ -116,16 +104,18 @@ def test_twenty_concurrent_sessions_on_a_fresh_server(server, tmp_path):
     for k, ((sample, _where, _click), (z0, runs)) in enumerate(zip(plan, results,
                                                                   strict=True)):
         for n, run in enumerate(runs):
-            assert run.finished == 0, (k, n, run.finished)
+            # 0: the script finished; 3: a fragment run finished (the lens's release)
+            assert run.finished == (3 if n == 2 else 0), (k, n, run.finished)
             assert run.exceptions == [], (k, n, run.exceptions)
             assert run.errors == [], (k, n, run.errors)
         first, picked, moved, again = runs
         assert selected_sample(first) == 0
-        assert selected_sample(picked) == selected_sample(moved) == sample
+        assert selected_sample(picked) == sample
+        assert moved.lens()[1]["selected"] == sample  # a fragment run: the lens only
         assert selected_sample(again) == sample, f"session {k} lost its selection"
-        # the sliders jumped to the sample's mu, then z0 moved: log p(z) of exactly that z
-        z1 = round(float(mu[sample, 1]), 2)
-        for name, run, z in (("picked", picked, (round(float(mu[sample, 0]), 2), z1)),
+        # z jumped to the sample's mu, then z0 was released: log p(z) of exactly that z
+        z1 = float(mu[sample, 1])
+        for name, run, z in (("picked", picked, (float(mu[sample, 0]), z1)),
                              ("moved", moved, (z0, z1)), ("again", again, (z0, z1))):
             expected = -0.5 * (z[0] ** 2 + z[1] ** 2) - math.log(2 * math.pi)
             assert log_prior(run) == pytest.approx(expected, abs=0.006), (k, name, z)
