@@ -214,14 +214,23 @@ def decode_buttons(path: str, projection: str, selected: int) -> None:
 
 # --------------------------------------------------------------------------- ELBO panel
 
-def elbo_panel(terms, likelihood: str, title: str, key: str) -> None:
+RECON_CAPTIONS = {  # what the reconstruction image is, by what the decoder outputs
+    "logits": "reconstruction sigmoid(f(μ))",
+    "probabilities": "reconstruction f(μ) (the decoder gives probabilities)",
+    "mean": "reconstruction f(μ) (the decoder's Gaussian mean)",
+}
+
+
+def elbo_panel(terms, likelihood: str, title: str, key: str,
+               decoder_output: str = "logits") -> None:
     st.markdown(f"**{title}**")
     c1, c2, c3 = st.columns(3)
     scale = figures.scale_for(terms.x.shape[0], 160)
     with c1:
         show_image(figures.png_bytes(terms.x, scale), "input x", f"{key} input")
     with c2:
-        show_image(figures.png_bytes(terms.recon_image, scale), "reconstruction σ(f(μ))",
+        show_image(figures.png_bytes(terms.recon_image, scale),
+                   RECON_CAPTIONS.get(decoder_output, RECON_CAPTIONS["logits"]),
                    f"{key} reconstruction")
     with c3:
         show_image(figures.png_bytes(figures.difference_rgb(terms.x, terms.recon_image), scale),
@@ -296,7 +305,8 @@ def upload_section(model: OnnxModel, outcome: UploadOutcome | None, path: str,
     w, h = prepared.original_size
     notes = "; ".join(prepared.notes) or "resized"
     st.caption(f"Converted from {w}×{h} (Pillow mode {prepared.original_mode}): {notes}.")
-    elbo_panel(terms, model.info.config.likelihood, f"Your image “{md(outcome.name)}”", "upload")
+    elbo_panel(terms, model.info.config.likelihood, f"Your image “{md(outcome.name)}”", "upload",
+               model.info.decoder_output)
     decoder = app_shared.get_live_decoder(path, projection)
     st.button("Decode from this image's μ", key="z_from_upload",
               on_click=lambda: set_z(terms.mu, decoder))
@@ -417,8 +427,9 @@ def explorer_page(path: Path) -> None:
             terms = sample_terms(model, test_images[selected], MC_SAMPLES)
             label = int(latents["labels"][selected])
             name = info.class_names[label] if label < len(info.class_names) else str(label)
-            elbo_panel(terms, info.config.likelihood, f"Test sample {selected} (label {name})",
-                       "sample")
+            elbo_panel(terms, info.config.likelihood,
+                       f"Test sample {selected} (label {md(name)})", "sample",
+                       info.decoder_output)
             if terms.is_vae:
                 decoder = app_shared.get_live_decoder(key, projection)
                 app_chart.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
