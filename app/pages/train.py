@@ -141,7 +141,7 @@ def training_form(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> 
             f"- {line}" for line in str(exc).splitlines()))
         return
     except LaunchError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     except OSError as exc:
         st.error(f"Training could not be started: {exc.strerror or type(exc).__name__}.")
