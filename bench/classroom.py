@@ -277,9 +277,12 @@ async def teacher(url: str, headers: dict[str, str]) -> str:
 
 async def classroom(url: str, sessions: int, seconds: float, pids: list[int],
                     seed: int = 0) -> dict[str, Any]:
+    import psutil
+
     rss_peak, cpu_before = sample_servers(pids)
     by_process_before = cpu_by_process(pids)
     client_before = sum(os.times()[:2])
+    machine_before = psutil.cpu_times()
     t0 = time.perf_counter()
     stop_at = t0 + 1.0 + seconds
     rng = random.Random(seed)
@@ -295,6 +298,11 @@ async def classroom(url: str, sessions: int, seconds: float, pids: list[int],
     students = [t.result() for t in tasks]
     wall = time.perf_counter() - t0
     rss_end, cpu_after = sample_servers(pids)
+    machine_after = psutil.cpu_times()
+    machine_busy = sum(machine_after) - sum(machine_before) - (
+        machine_after.idle - machine_before.idle) - (
+        getattr(machine_after, "iowait", 0) - getattr(machine_before, "iowait", 0))
+    client_cpu = sum(os.times()[:2]) - client_before
     by_process = {k: round(v - by_process_before.get(k, 0.0), 2)
                   for k, v in cpu_by_process(pids).items()}
     firsts = [s.first_page_s for s in students if s.first_page_s is not None]
@@ -323,7 +331,13 @@ async def classroom(url: str, sessions: int, seconds: float, pids: list[int],
         "rss_peak_mb": round(rss_peak, 1), "rss_end_mb": round(rss_end, 1),
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         "server_cpu_s_by_process": by_process,
-        "client_cpu_s": round(sum(os.times()[:2]) - client_before, 2),
+        "client_cpu_s": round(client_cpu, 2),
+        # everything else on this shared machine meanwhile: CPU seconds of other processes
+        # (machine busy time - servers - this client), and time the hypervisor stole
+        "other_cpu_s": round(machine_busy - (cpu_after - cpu_before) - client_cpu, 1),
+        "steal_s": round(getattr(machine_after, "steal", 0) -
+                         getattr(machine_before, "steal", 0), 1),
+        "cores": psutil.cpu_count(),
         "first_page_kb": round(sum(s.first_page_bytes for s in students) / 1024 /
                                max(1, len(students)), 1),
         "move_kb": round(sum(sum(s.move_bytes) for s in students) / 1024 / max(1, len(moves)),
@@ -524,7 +538,7 @@ def profile(runs_dir: Path, work: Path, pages: int = 6, moves: int = 10) -> dict
 def table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'config':<22} {'first page s med/max':>20} {'move ms p50/p90/max':>20} "
             f"{'p90 later':>9} {'errors':>6} {'RSS MB':>7} {'CPU/move':>8} {'load':>12} "
-            f"{'goal':>5}")
+            f"{'others':>6} {'goal':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
@@ -537,11 +551,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         per_move = r["server_cpu_s"] / max(1, r["moves"]) * 1000
         moves = f"{m.get('median', 0):.0f}/{m.get('p90', 0):.0f}/{m.get('max', 0):.0f}"
         loads = f"{r['loadavg_start'][0]}→{r['loadavg_after'][0]}"
+        # other processes' share of the machine's cores during the run
+        others = (f"{r['other_cpu_s'] / r['seconds'] / r['cores']:.0%}"
+                  if "other_cpu_s" in r else "?")
         lines.append(
             f"{label:<22} {f.get('median', 0):>9.2f} / {f.get('max', 0):<8.2f} {moves:>20} "
             f"{later if later is not None else float('nan'):>9.0f} {r['errors']:>6} "
             f"{r['rss_peak_mb']:>7.0f} {per_move:>6.0f}ms {loads:>12} "
-            f"{'yes' if r['goal_met'] else 'no':>5}")
+            f"{others:>6} {'yes' if r['goal_met'] else 'no':>5}")
     return "\n".join(lines)
 
 
