@@ -35,6 +35,7 @@ NumPy only at import time: torch is imported by :func:`check_train_state` alone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -46,7 +47,7 @@ import struct
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -671,6 +672,34 @@ def _latent_schema(info: RunInfo) -> dict[str, tuple[tuple[int | str, ...], str,
     return schema
 
 
+@contextlib.contextmanager
+def _checked_npz(path: Path) -> Iterator[zipfile.ZipFile]:
+    """``path`` (a regular file of at most :data:`MAX_LATENTS_BYTES` whose zip directory
+    passes :func:`_zip_directory_problem`) as an open ZipFile. Any read error inside the
+    ``with`` block becomes one :class:`RunDirError` line naming the file."""
+    check_regular(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_LATENTS_BYTES:
+                raise _error(path, f"{path.name} is {_mb(size)}, more than the "
+                                   f"{_mb(MAX_LATENTS_BYTES)} limit for this file")
+            problem = _zip_directory_problem(fh, size)
+            if problem:
+                raise _error(path, problem)
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                yield zf
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
+            NotImplementedError, struct.error) as exc:
+        from training.rundir import RunDirError
+
+        if isinstance(exc, RunDirError):
+            raise
+        raise _error(path, f"not a readable .npz file (truncated or corrupt): "
+                           f"{_first_line(exc)}") from exc
+
+
 def _zip_directory_problem(fh: IO[bytes], size: int) -> str | None:
     """Check the zip's end record before ``zipfile`` reads the central directory, which
     it would otherwise parse whole: at most :data:`MAX_NPZ_MEMBERS` entries, no ZIP64."""
@@ -785,31 +814,12 @@ def read_latents(run_dir: str | os.PathLike, info: RunInfo | None = None
         raise _error(path, "latents.npz is missing")
     if info is None:
         info = read_config(run_dir)
-    check_regular(path)
     arrays: dict[str, np.ndarray] = {}
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_LATENTS_BYTES:
-                raise _error(path, f"latents.npz is {_mb(size)}, more than the "
-                                   f"{_mb(MAX_LATENTS_BYTES)} limit for this file")
-            problem = _zip_directory_problem(fh, size)
-            if problem:
-                raise _error(path, problem)
-            fh.seek(0)
-            with zipfile.ZipFile(fh) as zf:
-                manifest = _latents_manifest(path, zf, info)
-                for name, (entry, _shape, _dtype) in manifest.items():
-                    with zf.open(entry) as member:
-                        arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
-            NotImplementedError, struct.error) as exc:
-        from training.rundir import RunDirError
-
-        if isinstance(exc, RunDirError):
-            raise
-        raise _error(path, f"not a readable .npz file (truncated or corrupt): "
-                           f"{_first_line(exc)}") from exc
+    with _checked_npz(path) as zf:
+        manifest = _latents_manifest(path, zf, info)
+        for name, (entry, _shape, _dtype) in manifest.items():
+            with zf.open(entry) as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
     _check_latent_values(path, arrays, info)
     arrays["labels"] = arrays["labels"].astype(np.int64, copy=False)
     return arrays
@@ -826,47 +836,28 @@ def _open_images(run_dir: Path, info: RunInfo | None, load: bool
         raise _error(path, "images.npz is missing (an imported run keeps its images there)")
     if info is None:
         info = read_config(run_dir)
-    check_regular(path)
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_LATENTS_BYTES:
-                raise _error(path, f"images.npz is {_mb(size)}, more than the "
-                                   f"{_mb(MAX_LATENTS_BYTES)} limit for this file")
-            problem = _zip_directory_problem(fh, size)
-            if problem:
-                raise _error(path, problem)
-            fh.seek(0)
-            with zipfile.ZipFile(fh) as zf:
-                entry = next((i for i in zf.infolist() if i.filename == "x.npy"), None)
-                if entry is None:
-                    raise _error(path, "array 'x' is missing")
-                if entry.file_size > MAX_LATENTS_BYTES:
-                    raise _error(path, f"array 'x' would unpack to {_mb(entry.file_size)}, "
-                                       f"more than the {_mb(MAX_LATENTS_BYTES)} limit")
-                with zf.open(entry) as member:
-                    shape, dtype, header_len = _npy_header(member)
-                if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
-                    raise _error(path, f"array 'x' must hold uint8 or float32, found {dtype}")
-                if header_len + math.prod(shape) * dtype.itemsize != entry.file_size:
-                    raise _error(path, f"not a readable .npz file (truncated or corrupt): "
-                                       f"'x' declares {shape} of {dtype}")
-                want = tuple(info.image_shape)
-                if len(shape) != 4 or tuple(shape[1:]) != want or shape[0] < 1:
-                    raise _error(path, f"array 'x' has shape {shape}, expected (N, "
-                                       f"{', '.join(map(str, want))}) for this run")
-                if not load:
-                    return shape, None
-                with zf.open(entry) as member:
-                    x = np.lib.format.read_array(member, allow_pickle=False)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
-            NotImplementedError, struct.error) as exc:
-        from training.rundir import RunDirError
-
-        if isinstance(exc, RunDirError):
-            raise
-        raise _error(path, f"not a readable .npz file (truncated or corrupt): "
-                           f"{_first_line(exc)}") from exc
+    with _checked_npz(path) as zf:
+        entry = next((i for i in zf.infolist() if i.filename == "x.npy"), None)
+        if entry is None:
+            raise _error(path, "array 'x' is missing")
+        if entry.file_size > MAX_LATENTS_BYTES:
+            raise _error(path, f"array 'x' would unpack to {_mb(entry.file_size)}, "
+                               f"more than the {_mb(MAX_LATENTS_BYTES)} limit")
+        with zf.open(entry) as member:
+            shape, dtype, header_len = _npy_header(member)
+        if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
+            raise _error(path, f"array 'x' must hold uint8 or float32, found {dtype}")
+        if header_len + math.prod(shape) * dtype.itemsize != entry.file_size:
+            raise _error(path, f"not a readable .npz file (truncated or corrupt): "
+                               f"'x' declares {shape} of {dtype}")
+        want = tuple(info.image_shape)
+        if len(shape) != 4 or tuple(shape[1:]) != want or shape[0] < 1:
+            raise _error(path, f"array 'x' has shape {shape}, expected (N, "
+                               f"{', '.join(map(str, want))}) for this run")
+        if not load:
+            return shape, None
+        with zf.open(entry) as member:
+            x = np.lib.format.read_array(member, allow_pickle=False)
     if x.dtype == np.float32 and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
         raise _error(path, "array 'x' holds values outside [0, 1] (or inf, NaN)")
     return shape, x
