@@ -351,7 +351,9 @@ def test_an_adopted_run_in_the_browser(app_runs):
     import onnxruntime as ort
 
     from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
-    from tests.test_browser import API, ERRORS, LENS
+    from tests import lens_driver
+    from tests.lens_driver import API, LENS
+    from tests.test_browser import ERRORS
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent")
@@ -377,18 +379,11 @@ def test_an_adopted_run_in_the_browser(app_runs):
         page.mouse.down()
         previous = None
         for step in range(1, 5):
-            n = page.evaluate(f"() => {API}.decodes")
+            n = lens_driver.decodes(page)
             page.mouse.move(x + step * box["width"] / 10, y, steps=2)
-            page.wait_for_function(f"() => {API}.decodes > {n}", timeout=60_000)
-            page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
-                          "requestAnimationFrame(r)))")
-            (h, w, data), z = page.locator(LENS).evaluate("""root => {
-                const c = root.querySelector('canvas.lens-image');
-                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
-                return [[c.height, c.width, Array.from(d.data)],
-                        JSON.parse(root.dataset.decodedZ)];
-            }""")
-            image = np.asarray(data, dtype=np.float64).reshape(h, w, 4)[..., 0]
+            lens_driver.wait_decodes_above(page, n)
+            rgb, z = lens_driver.pixels(page)
+            image = rgb[..., 0]
             want = np.round(255 * session.run(None, {name: np.asarray([z], np.float32)})[0][0, 0])
             assert np.abs(image - want).max() <= 1, f"browser and ONNX Runtime differ at {z}"
             assert previous is None or not np.array_equal(image, previous)

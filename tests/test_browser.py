@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
+from tests import lens_driver
+from tests.lens_driver import API, LENS, WAIT_MS
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,12 +32,9 @@ pytestmark = [
                               f"bash scripts/setup.sh --with-browser)"),
 ]
 
-LENS = ".latent-lens[data-key='lens']"
-API = "window.__latentLens && window.__latentLens.lens"
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 CHARTS = 'iframe[title="app.chart.plotly_chart"]'  # the light plotly.js build's charts
 DRAWN = ".js-plotly-plot .main-svg"
-WAIT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -89,30 +88,16 @@ class AppPage:
             + (f" && {API}.decodes > 0" if runtime == "wasm" else ""), timeout=WAIT_MS)
 
     def decodes(self) -> int:
-        return self.page.evaluate(f"() => {API}.decodes")
+        return lens_driver.decodes(self.page)
 
     def wait_decodes_above(self, n: int) -> None:
-        self.page.wait_for_function(f"() => {API}.decodes > {n}", timeout=WAIT_MS)
-        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
-                           "requestAnimationFrame(r)))")
+        lens_driver.wait_decodes_above(self.page, n)
 
     def pixels(self) -> tuple[np.ndarray, list[float]]:
-        """The decoded canvas (H, W, 3) and the z it shows."""
-        (h, w, data), z = self.page.locator(LENS).evaluate("""root => {
-            const c = root.querySelector('canvas.lens-image');
-            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
-            return [[c.height, c.width, Array.from(d.data)], JSON.parse(root.dataset.decodedZ)];
-        }""")
-        return np.asarray(data, dtype=np.float64).reshape(h, w, 4)[..., :3], z
+        return lens_driver.pixels(self.page)
 
     def slider_thumb(self, dim: int) -> tuple[float, float, float]:
-        box, fraction = self.page.locator(f"{LENS} input[aria-label='z{dim}']").evaluate(
-            """el => { const r = el.getBoundingClientRect();
-                       return [[r.x, r.y, r.width, r.height],
-                               (el.valueAsNumber - el.min) / (el.max - el.min)]; }""")
-        x, y, w, h = box
-        thumb = 16  # Chromium's range thumb; its centre travels over width - thumb
-        return x + thumb / 2 + fraction * (w - thumb), y + h / 2, w
+        return lens_driver.slider_thumb(self.page, dim)
 
     def log_prior_caption(self) -> str:
         return self.page.get_by_text("log p(z) =").first.text_content()

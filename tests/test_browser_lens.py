@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 
 from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
+from tests import lens_driver
+from tests.lens_driver import API, LENS, WAIT_MS
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,9 +34,6 @@ pytestmark = [
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-LENS = ".latent-lens[data-key='lens']"
-API = "window.__latentLens && window.__latentLens.lens"
-WAIT_MS = 60_000
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -139,23 +138,15 @@ class Page:
                                     timeout=WAIT_MS)
 
     def decodes(self) -> int:
-        return self.page.evaluate(f"() => {API}.decodes")
+        return lens_driver.decodes(self.page)
 
     def wait_decodes_above(self, n: int) -> None:
         """Wait until the browser decoded again and no decode is pending."""
-        self.page.wait_for_function(f"() => {API}.decodes > {n}", timeout=WAIT_MS)
-        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
-                           "requestAnimationFrame(r)))")
+        lens_driver.wait_decodes_above(self.page, n)
 
     def pixels(self) -> tuple[np.ndarray, list[float]]:
         """The decoded canvas as (H, W, 3) and the z it shows (data-decoded-z)."""
-        rgba, z = self.page.locator(LENS).evaluate("""root => {
-            const c = root.querySelector('canvas.lens-image');
-            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
-            return [[c.height, c.width, Array.from(d.data)], JSON.parse(root.dataset.decodedZ)];
-        }""")
-        h, w, data = rgba
-        return np.asarray(data, dtype=np.float64).reshape(h, w, 4)[..., :3], z
+        return lens_driver.pixels(self.page)
 
     def check_pixels_match_python(self) -> np.ndarray:
         image, z = self.pixels()
@@ -178,13 +169,7 @@ class Page:
 
     def slider_thumb(self, dim: int) -> tuple[float, float, float]:
         """(x, y) of slider z<dim>'s thumb and the slider's width, in viewport pixels."""
-        box, fraction = self.page.locator(f"{LENS} input[aria-label='z{dim}']").evaluate(
-            """el => { const r = el.getBoundingClientRect();
-                       return [[r.x, r.y, r.width, r.height],
-                               (el.valueAsNumber - el.min) / (el.max - el.min)]; }""")
-        x, y, w, h = box
-        thumb = 16  # Chromium's range thumb; its centre travels over width - thumb
-        return x + thumb / 2 + fraction * (w - thumb), y + h / 2, w
+        return lens_driver.slider_thumb(self.page, dim)
 
     def no_foreign_requests(self) -> None:
         foreign = [u for u in self.requests
