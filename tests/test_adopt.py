@@ -343,11 +343,13 @@ LESSON_URLS = ["Compare_AE_vs_VAE", "Reparameterisation", "ELBO_vs_log_p", "Late
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_an_adopted_run_in_the_browser(app_runs):
-    """The adopted conv VAE (its decoder returns probabilities) in Chromium: the browser
-    decodes while a slider is held down, its pixels equal ONNX Runtime's in Python (no
-    sigmoid: the decoder already gives probabilities), the ELBO panel shows, and every
-    other page opens without an error."""
+@pytest.mark.parametrize("name", ["mine", "pair", "py"])
+def test_an_adopted_run_in_the_browser(app_runs, name):
+    """Each imported run in Chromium (the conv VAE adopted from PyTorch and as an ONNX
+    pair, whose decoders return probabilities, and the pythae folder): the browser decodes
+    while a slider is held down, its pixels equal ONNX Runtime's in Python (a sigmoid only
+    for a decoder that returns logits), the ELBO panel shows, and every other page opens
+    without an error."""
     import onnxruntime as ort
 
     from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
@@ -359,9 +361,10 @@ def test_an_adopted_run_in_the_browser(app_runs):
         pytest.skip(f"{CHROMIUM} is absent")
     from playwright.sync_api import sync_playwright
 
-    run = app_runs / "mine"
+    run = app_runs / name
+    info = rundir.read_config(run)
     session = ort.InferenceSession(str(run / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    z_input = session.get_inputs()[0].name
     with StreamlitServer(env={"VAE_RUNS_DIR": str(app_runs)}) as server, \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -369,9 +372,10 @@ def test_an_adopted_run_in_the_browser(app_runs):
         page.goto(server.url, wait_until="domcontentloaded")
         page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click(
             timeout=120_000)
-        page.get_by_role("option", name=re.compile(r"^mine ")).click()
+        page.get_by_role("option", name=re.compile(f"^{name} ")).click()
         page.wait_for_function(f"() => {API} && {API}.runtime === 'wasm' && {API}.decodes > 0 "
-                               f"&& {API}.z.length === 8", timeout=120_000)
+                               f"&& {API}.z.length === {info.config.latent_dim}",
+                               timeout=120_000)
         slider = page.locator(f"{LENS} input[aria-label='z0']")
         box = slider.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -384,7 +388,11 @@ def test_an_adopted_run_in_the_browser(app_runs):
             lens_driver.wait_decodes_above(page, n)
             rgb, z = lens_driver.pixels(page)
             image = rgb[..., 0]
-            want = np.round(255 * session.run(None, {name: np.asarray([z], np.float32)})[0][0, 0])
+            out = session.run(None, {z_input: np.asarray([z], np.float64).astype(np.float32)})
+            mean = out[0][0, 0].astype(np.float64)
+            if info.decoder_output == "logits":
+                mean = 1 / (1 + np.exp(-mean))
+            want = np.round(255 * mean)
             assert np.abs(image - want).max() <= 1, f"browser and ONNX Runtime differ at {z}"
             assert previous is None or not np.array_equal(image, previous)
             previous = image
