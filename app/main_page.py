@@ -95,6 +95,12 @@ def adopt_lens_value() -> None:
                 st.session_state[key] = float(v)
 
 
+def sample_from_url(n: int) -> int:
+    """The URL's ``?sample=`` when it is an index 0..n-1 of this run, else 0."""
+    text = app_shared.query_param(app_shared.SAMPLE_PARAM) or ""
+    return int(text) if text.isdigit() and int(text) < n else 0
+
+
 def select_by(latents_key: str, path: str) -> None:
     values = app_shared.get_latents(path)[latents_key]
     st.session_state[SAMPLE_KEY] = int(np.argmax(values))
@@ -315,6 +321,26 @@ def upload_section(model: OnnxModel, outcome: UploadOutcome | None, path: str,
                                                      decoder.mean_kl), key="upload_kl")
 
 
+# --------------------------------------------------------------------------- the film
+
+def film_section(path: str) -> None:
+    """Training as a film: the latent map of every epoch with play/pause and an epoch
+    slider (in the browser), next to the test loss with the shown epoch marked."""
+    from explorer.film import NO_FRAMES_WHY
+
+    try:
+        figure, note = app_shared.get_film(path)
+    except rundir.RunDirError as exc:
+        st.warning(f"The training film cannot be shown: {md(exc.public)}")
+        return
+    if figure is None:
+        st.info(NO_FRAMES_WHY)
+        return
+    app_chart.plotly_chart(figure, key="film")
+    st.caption(f"Press ▶ to watch the latent space form, or drag the epoch slider. Each "
+               f"point is a test image's posterior mean μ at the end of that epoch. {note}")
+
+
 # --------------------------------------------------------------------------- the page
 
 def explorer_page(path: Path) -> None:
@@ -352,7 +378,7 @@ def explorer_page(path: Path) -> None:
 
     # sidebar: which sample
     if st.session_state.get("_sample_run") != key or st.session_state.get(SAMPLE_KEY, 0) >= n:
-        st.session_state[SAMPLE_KEY] = 0
+        st.session_state[SAMPLE_KEY] = sample_from_url(n)
         st.session_state["_sample_run"] = key
         for k in z_keys(max(dim, 64)):
             st.session_state.pop(k, None)
@@ -368,6 +394,8 @@ def explorer_page(path: Path) -> None:
     st.sidebar.button("Random sample", key="pick_random", on_click=select_random, args=(n,),
                       width="stretch", icon=":material/casino:")
     selected = int(st.session_state[SAMPLE_KEY])
+    if app_shared.query_param(app_shared.SAMPLE_PARAM) != str(selected):
+        st.query_params[app_shared.SAMPLE_PARAM] = str(selected)  # a reload keeps it
     st.sidebar.caption("All ELBO terms are in **nats per sample**: summed over pixels "
                        "(reconstruction) or latent dimensions (KL).")
 
@@ -417,7 +445,7 @@ def explorer_page(path: Path) -> None:
     # only built and drawn once someone opens their tab (one chart fewer for the browser to
     # render on the first page). The upload tab is always built: its uploader keeps the file.
     tab_elbo, tab_upload, tab_curves = st.tabs(
-        [f"ELBO of sample {selected}", "Your own image", "Training curves"],
+        [f"ELBO of sample {selected}", "Your own image", "Watch it learn"],
         key="panel_tab", on_change="rerun")
     if test_images is None:
         tab_elbo.warning(f"The test images cannot be loaded, so the ELBO panel is off: "
@@ -441,8 +469,9 @@ def explorer_page(path: Path) -> None:
             st.info("Uploads need the test images (to tell dark from light backgrounds).")
     with tab_curves:
         if metrics and not tab_curves.open:
-            st.caption("Loading the training curves…")
+            st.caption("Loading the training film and curves…")
         elif metrics:
+            film_section(key)
             app_chart.plotly_chart(app_shared.get_curves_figure(key), key="curves")
             st.caption("Nats per sample, per epoch: training (solid) is averaged over the "
                        "epoch's batches, test (dashed) measured after it.")

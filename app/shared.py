@@ -52,7 +52,7 @@ from explorer.inference import available_projections
 from explorer.live import LiveDecoder, build_live_decoder
 from explorer.model_files import MODEL_PREFIX, model_url
 from explorer.onnx_model import OnnxModel, load_onnx_model
-from explorer.runs import RunEntry, file_stamp, list_runs
+from explorer.runs import DEFAULT_RUN_ENV, RunEntry, default_run, file_stamp, list_runs
 from explorer.text import md
 from training import rundir
 
@@ -232,6 +232,30 @@ def get_curves_figure(path: str | os.PathLike):
     return _curves_figure(str(path), file_stamp(path, rundir.METRICS_FILE))
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _film(path: str, stamp: tuple[float, float, float]) -> tuple[Any, str]:
+    from explorer.film import film_figure, load_film
+
+    info = rundir.read_config(path)
+    film = load_film(path, get_latents(path), info.config.latent_dim, info.epochs_completed,
+                     info.class_names)
+    if film is None:
+        return None, ""
+    figure = film_figure(film, list(get_metrics(path)))
+    every = (f" {len(film.epochs)} of its {film.total_epochs} epochs are shown, evenly "
+             f"spread." if len(film.epochs) < film.total_epochs else "")
+    return figure, film.note + every
+
+
+def get_film(path: str | os.PathLike) -> tuple[Any, str]:
+    """(the training film's figure, one line on its axes) per run, or (None, "") when the
+    run stored no per-epoch frames; shared, read-only once built, rebuilt after each new
+    epoch. Raises :class:`training.rundir.RunDirError` for a bad frame file."""
+    return _film(str(path), (file_stamp(path, rundir.CONFIG_FILE),
+                             file_stamp(path, rundir.LATENTS_FILE),
+                             file_stamp(path, rundir.METRICS_FILE)))
+
+
 @st.cache_resource(show_spinner=False)
 def _frozen() -> list[bool]:
     return [False]
@@ -330,22 +354,42 @@ def show_unopenable(entries: list[RunEntry] | None = None) -> None:
 
 # --------------------------------------------------------------------------- run picker
 
+RUN_PARAM = "run"  # ?run=<run folder name>: a reload or a shared link opens that run
+SAMPLE_PARAM = "sample"  # ?sample=<test index>: ... and that sample (the main page)
+
+
 def _adopt_pick() -> None:
     st.session_state[RUN_KEY] = st.session_state[_PICK_KEY]
+    st.query_params.pop(SAMPLE_PARAM, None)  # the old run's sample means nothing here
+
+
+def query_param(name: str) -> str | None:
+    """One query parameter of the page's URL, as text (None when absent or too long)."""
+    value = st.query_params.get(name)
+    return value if isinstance(value, str) and len(value) <= 256 else None
 
 
 def pick_run(label: str = "Run") -> Path | None:
     """Sidebar selectbox over the openable runs under :func:`runs_dir`, newest first.
-    The choice is kept in ``st.session_state["run_dir"]`` (shared by every page); the
-    newest run is chosen when none is. Returns None when there is no openable run."""
+    The choice is kept in ``st.session_state["run_dir"]`` (shared by every page) and in the
+    URL (``?run=<folder name>``, so a reload or a shared link restores it). A session
+    without a choice takes the URL's run, else :func:`explorer.runs.default_run`: a new
+    run trained by someone else never changes this session's run. Returns None when there
+    is no openable run."""
     entries = list_runs(runs_dir())
     openable = [e for e in entries if e.openable]
     by_path: dict[str, RunEntry] = {str(e.path): e for e in openable}
+    by_name: dict[str, RunEntry] = {e.name: e for e in openable}
     options = list(by_path)
     current = st.session_state.get(RUN_KEY)
     if current not in by_path:
-        current = options[0] if options else None
+        wanted = by_name.get(query_param(RUN_PARAM) or "")
+        if wanted is None:
+            wanted = default_run(openable, os.environ.get(DEFAULT_RUN_ENV))
+        current = str(wanted.path) if wanted is not None else None
     st.session_state[RUN_KEY] = current
+    if current is not None and query_param(RUN_PARAM) != by_path[current].name:
+        st.query_params[RUN_PARAM] = by_path[current].name
     show_unopenable(entries)
     if current is None:
         return None

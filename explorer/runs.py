@@ -139,3 +139,25 @@ def file_stamp(run_dir: str | os.PathLike, name: str) -> float:
         return (Path(run_dir) / name).stat().st_mtime_ns / 1e9
     except OSError:
         return 0.0
+
+
+DEFAULT_RUN_ENV = "VAE_DEFAULT_RUN"  # a teacher's choice of the first run (a folder name)
+DEMO_DEFAULT = "demo-vae-z2"  # the 2-D VAE the README shows
+
+
+def default_run(entries: list[RunEntry], preferred: str | None = None) -> RunEntry | None:
+    """The run a new visitor sees first, chosen deliberately, never "whatever was trained
+    last" (one student's new run must not become everyone's default): ``preferred`` (the
+    teacher's ``VAE_DEFAULT_RUN``) when openable; else the demo 2-D VAE; else the oldest
+    complete 2-D VAE (the first one the teacher trained, not a student's newer one); else
+    the newest openable run. ``entries`` as :func:`list_runs` returns them."""
+    openable = [e for e in entries if e.openable]
+    for name in (preferred, DEMO_DEFAULT):
+        match = next((e for e in openable if name and e.name == name), None)
+        if match is not None:
+            return match
+    two_d = [e for e in openable if e.model == "vae" and e.latent_dim == 2
+             and e.status == "complete"]
+    if two_d:
+        return min(two_d, key=lambda e: (e.modified, e.name))
+    return openable[0] if openable else None

@@ -250,7 +250,7 @@ def test_training_curves_are_drawn_when_their_tab_opens(open_app):
     charts = page.locator(CHARTS)
     charts.first.wait_for(timeout=WAIT_MS)  # the KL bars
     assert charts.count() == 1
-    page.get_by_role("tab", name="Training curves").click()
+    page.get_by_role("tab", name="Watch it learn").click()
     page.get_by_text("Nats per sample, per epoch").wait_for(timeout=WAIT_MS)
     charts.nth(1).wait_for(timeout=WAIT_MS)
     curves = page.frame_locator(CHARTS).nth(1)

@@ -80,6 +80,7 @@ ONNX_RECORD_FILE = "onnx.json"
 ONNX_FILES = (ONNX_ENCODER_FILE, ONNX_DECODER_FILE, ONNX_RECORD_FILE)  # the final epoch
 ONNX_FORMAT = "vae-latent-explorer/onnx"
 IMAGES_FILE = "images.npz"  # an imported run's test images
+FRAMES_DIR = "frames"  # the per-epoch film, training/frames.py
 DECODER_OUTPUTS = ("logits", "probabilities", "mean")  # what a decoder returns
 TMP_MARK = ".tmp-"  # temporary files are named .<final name>.tmp-<random>
 _RUN_FILE_NAMES = frozenset((*RUN_FILES, *ONNX_FILES, IMAGES_FILE))
@@ -106,13 +107,17 @@ class RunDirError(ValueError):
     @property
     def run_folder(self) -> Path:
         """The run folder the error is about (``path`` itself, or the folder of its file)."""
+        if self.path.parent.name == FRAMES_DIR:  # frames/epoch-NNNN.npy
+            return self.path.parent.parent
         return self.path.parent if self.path.name in _RUN_FILE_NAMES else self.path
 
     @property
     def where(self) -> str:
         """``"<run folder name>/<file>"`` or ``"<run folder name>"``: no server path."""
         folder = self.run_folder
-        return f"{folder.name}/{self.path.name}" if folder != self.path else folder.name
+        if folder == self.path:
+            return folder.name
+        return f"{folder.name}/{self.path.relative_to(folder).as_posix()}"
 
     @property
     def public(self) -> str:

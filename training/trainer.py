@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training import rundir, validate
+from training import frames, rundir, validate
 from training.config import TrainConfig
 from training.data import DataSplit, load_dataset
 from training.export import OnnxGraphs, export_graphs, write_graphs

@@ -90,7 +90,11 @@
     if (page && !(layout.font && layout.font.family)) {
       layout.font = Object.assign({ family: page.family, color: page.color }, layout.font);
     }
-    Plotly.react(chart, figure.data || [], layout, JSON.parse(args.config || "{}")).then(function () {
+    // frames (an animated figure: the training film) travel with the figure; its
+    // play button and epoch slider then animate in the browser
+    Plotly.react(chart, { data: figure.data || [], layout: layout,
+                          config: JSON.parse(args.config || "{}"),
+                          frames: figure.frames || [] }).then(function () {
       if (!listening) {
         listening = true;
         chart.on("plotly_click", function (event) {
