@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from pathlib import Path
 
 import streamlit as st
 
@@ -23,6 +24,7 @@ from explorer.jobs import (
     LIMITS,
     MAX_BETA,
     JobRefused,
+    JobStatus,
     LaunchError,
     Redactor,
     TrainJob,
@@ -30,7 +32,6 @@ from explorer.jobs import (
     cancel_job,
     job_state,
     list_jobs,
-    load_job,
     may_cancel,
     poll_job,
     queue_position,
@@ -38,13 +39,17 @@ from explorer.jobs import (
     schedule,
     submit,
 )
+from explorer.runs import describe_run
 from explorer.text import md
 from explorer.train_policy import TrainPolicy, format_bytes
 
 JOBS_KEY = "_train_jobs_opened"  # names of finished jobs whose run was already opened
 TOKEN_KEY = "_train_session_token"  # this session's secret: it owns the jobs it starts
 TEACHER_KEY = "_train_teacher"  # True once the teacher token was entered in this session
-FOLLOW_KEY = "_train_follow"
+FOLLOW_KEY = "_train_follow"  # the job the panel shows (the one started or chosen last)
+PICK_KEY = "_train_pick"  # the job selector's key: PICK_KEY + "_" + its generation
+PICK_GEN_KEY = "_train_pick_gen"  # bumped when the page, not the visitor, changes the job
+SELECTED_KEY = "_train_selected"  # (job, run) whose run was just selected: say so once shown
 CANCEL_FAILED_KEY = "_train_cancel_failed"  # the job a Cancel could not stop
 FOLDER_OPTION = "folder:…"
 OFF_MESSAGE = "Training from the browser is turned off on this server."
@@ -91,6 +96,8 @@ def default_name(dataset: str, model: str, latent_dim: int, beta: float) -> str:
 
 
 def training_form(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> None:
+    """The form; on submit, the job is started (or queued) and followed by this session's
+    jobs panel from this very run on."""
     datasets = list(FORM_DATASETS) + ([FOLDER_OPTION] if policy.data_root else [])
     with st.form("train_form", border=True):
         c1, c2, c3 = st.columns(3)
@@ -125,6 +132,9 @@ def training_form(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> 
         submitted = st.form_submit_button("Start training", type="primary")
         st.caption(f"Limits on this server: {policy.limits_text()} (now "
                    f"{format_bytes(runs_disk_usage(runs))} used).")
+    # Always one element here, message or not, so the jobs panel below keeps its place in
+    # the page (a fragment is known by its place: a shifted one would leave a stale copy).
+    notice = st.container()
     if not submitted:
         return
     ds = f"folder:{folder.strip()}" if dataset == FOLDER_OPTION else dataset
@@ -137,24 +147,25 @@ def training_form(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> 
     try:
         job = submit(options, runs, policy, token, teacher)
     except JobRefused as exc:
-        st.error("Training was not started:\n\n" + "\n".join(
+        notice.error("Training was not started:\n\n" + "\n".join(
             f"- {line}" for line in str(exc).splitlines()))
         return
     except LaunchError as exc:
-        st.error(md(exc))
+        notice.error(md(exc))
         return
     except OSError as exc:
-        st.error(f"Training could not be started: {exc.strerror or type(exc).__name__}.")
+        notice.error(f"Training could not be started: {exc.strerror or type(exc).__name__}.")
         return
-    st.session_state[FOLLOW_KEY] = job.name
+    st.session_state[FOLLOW_KEY] = job.name  # the panel switches to it in this run
+    _new_selector()
     if job.state == "queued":
         place, total = queue_position(runs, job.name)
-        st.info(f"**{md(job.name)}** waits in the queue (place {place} of {total}): "
-                f"{policy.max_running} job(s) are training. It starts by itself when one "
-                f"finishes; you can keep exploring other pages.")
+        notice.info(f"**{md(job.name)}** waits in the queue (place {place} of {total}): "
+                    f"{policy.max_running} job(s) are training. It starts by itself when one "
+                    f"finishes; you can keep exploring other pages.")
     else:
-        st.success(f"Started **{md(job.name)}** (1 CPU thread). You can keep exploring other "
-                   f"pages; come back here to follow it.")
+        notice.success(f"Started **{md(job.name)}** (1 CPU thread). You can keep exploring "
+                       f"other pages; come back here to follow it.")
 
 
 def _cancel(job: TrainJob, token: str, teacher: bool) -> None:
@@ -162,17 +173,52 @@ def _cancel(job: TrainJob, token: str, teacher: bool) -> None:
     st.session_state[CANCEL_FAILED_KEY] = None if done else job.name
 
 
-@st.fragment(run_every=1.0)
-def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bool) -> None:
-    """One job, re-read every second: its record, run folder and log, nothing else."""
-    job = load_job(runs, name)
-    if job is None:
-        st.caption(f"The record of {md(name)} is gone (old records are pruned).")
+def _adopt_pick(key: str) -> None:
+    st.session_state[FOLLOW_KEY] = st.session_state[key]
+
+
+def _new_selector() -> None:
+    """A new job selector (a new key) for a job the page chose: the browser may still send
+    the old selector's value in a request it made before it saw the new job (a refresh
+    of the panel), and that stale value must not take the panel back."""
+    st.session_state[PICK_GEN_KEY] = int(st.session_state.get(PICK_GEN_KEY, 0)) + 1
+
+
+def followed_job(jobs: list[TrainJob], token: str) -> str:
+    """The job the panel shows: the one this session chose or started last (kept while its
+    record exists), else this session's newest job, else the newest job of anyone."""
+    names = [j.name for j in jobs]
+    follow = st.session_state.get(FOLLOW_KEY)
+    if follow in names:
+        return follow
+    own = [j.name for j in jobs if may_cancel(j, token)]
+    return own[0] if own else names[0]
+
+
+def _open_finished_run(job: TrainJob, status: JobStatus, mine: bool) -> None:
+    """Select this session's own run once it finished, and only once (a visitor who picks
+    another run afterwards keeps it). The sidebar's run selector was drawn before this
+    panel, so a full rerun draws it again with the new run, and the message saying so is
+    shown by :func:`main` only once the selector shows that run."""
+    if not (mine and status.state == "complete" and status.epochs_completed > 0):
         return
+    opened = st.session_state.setdefault(JOBS_KEY, [])
+    if job.name in opened or not describe_run(job.run_dir).openable:
+        return  # not yet openable (its last files are being written): the next tick
+    opened.append(job.name)
+    st.session_state[app_shared.RUN_KEY] = job.run_dir
+    st.session_state[SELECTED_KEY] = (job.name, job.run_dir)
+    st.rerun()  # the whole page, sidebar included
+
+
+def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
+              teacher: bool) -> None:
+    """One job: its record, run folder and log."""
     status = poll_job(job, policy.data_root)
     mine = may_cancel(job, token)
+    _open_finished_run(job, status, mine)
     if status.state == "queued":
-        place, total = queue_position(runs, name)
+        place, total = queue_position(runs, job.name)
         st.progress(0.0, text=f"Waiting in the queue: place {place} of {total}. It starts "
                               f"when one of the {policy.max_running} training slot(s) frees.")
         try:
@@ -190,6 +236,21 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
         st.caption("Started by another visitor: " + (
             "as the teacher, you may cancel it." if teacher
             else "you can follow it; only they or the teacher can cancel it."))
+    c1, c2, _ = st.columns([1, 1, 3])
+    if not status.finished and (mine or teacher):
+        c1.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
+                  on_click=_cancel, args=(job, token, teacher),
+                  help="Training stops between batches; finished epochs are kept" if
+                  status.state != "queued" else "The job leaves the queue")
+    if st.session_state.get(CANCEL_FAILED_KEY) == job.name:
+        st.warning("This job was not started by this app process (or the app was "
+                   "restarted since), so it cannot be cancelled from here.")
+    if status.state in ("failed", "stopped"):
+        st.error(status.message)
+    if status.state in ("complete", "cancelled") and status.epochs_completed > 0:
+        if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
+            st.session_state[app_shared.RUN_KEY] = job.run_dir
+            st.switch_page(explorer_page())
     if status.metrics:
         last = status.metrics[-1]
         st.caption(f"Epoch {last['epoch']}: test recon {last['test_recon']:.2f}, KL "
@@ -197,38 +258,19 @@ def job_panel(runs: str, name: str, policy: TrainPolicy, token: str, teacher: bo
                    f"active units {last.get('active_units', '?')}.")
         st.plotly_chart(figures.training_curves_figure(status.metrics, height=280),
                         key=f"live_curves_{job.name}")
-    c1, c2, _ = st.columns([1, 1, 3])
-    if not status.finished and (mine or teacher):
-        c1.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
-                  on_click=_cancel, args=(job, token, teacher),
-                  help="Training stops between batches; finished epochs are kept")
-    if st.session_state.get(CANCEL_FAILED_KEY) == job.name:
-        st.warning("This job was not started by this app process (or the app was "
-                   "restarted since), so it cannot be cancelled from here.")
-    if status.state in ("failed", "stopped"):
-        st.error(status.message)
-    if status.state in ("complete", "cancelled") and status.epochs_completed > 0:
-        opened = st.session_state.setdefault(JOBS_KEY, [])
-        if status.state == "complete" and mine and job.name not in opened:
-            opened.append(job.name)  # open the visitor's own run once, automatically
-            st.session_state[app_shared.RUN_KEY] = job.run_dir
-            st.toast(f"{md(job.name)} finished: it is now the selected run on every page.",
-                     icon=":material/check_circle:")
-        if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
-            st.session_state[app_shared.RUN_KEY] = job.run_dir
-            st.switch_page(explorer_page())
     with st.expander("Command and log", expanded=status.state in ("failed", "stopped")):
         redact = Redactor(runs, policy.data_root)
         st.code(redact(" ".join(["python"] + job.argv[1:])), language="bash", wrap_lines=True)
         st.code(status.log_tail or "(no output yet)", wrap_lines=True)
 
 
-def _adopt_pick() -> None:
-    st.session_state[FOLLOW_KEY] = st.session_state["_train_pick"]
-
-
-def jobs_section(runs: str, jobs: list[TrainJob], policy: TrainPolicy, token: str,
-                 teacher: bool) -> None:
+@st.fragment(run_every=1.0)
+def jobs_section(runs: str, policy: TrainPolicy, token: str, teacher: bool) -> None:
+    """Every job, newest first, and the panel of the followed one, re-read every second.
+    What is followed lives in the session (not in this fragment's arguments), so every
+    run of the fragment, however old its call, shows the job this session chose or
+    started last."""
+    jobs = sorted(list_jobs(runs), key=lambda j: (-j.created, j.name))  # newest first
     if not jobs:
         st.caption("No training started from the app yet.")
         return
@@ -237,18 +279,37 @@ def jobs_section(runs: str, jobs: list[TrainJob], policy: TrainPolicy, token: st
     training = [j.name for j in jobs if states[j.name] == "running"]
     st.caption(f"Training now: {md(', '.join(training)) or 'none'} · Queue: "
                + (" · ".join(f"{i}. {md(j.name)}" for i, j in enumerate(queued, 1)) or "empty"))
-    names = [j.name for j in jobs]
     by_name = {j.name: j for j in jobs}
-    follow = st.session_state.get(FOLLOW_KEY)
-    if follow not in by_name:
-        own = [j.name for j in jobs if may_cancel(j, token)]
-        follow = own[0] if own else names[0]
-    st.session_state[FOLLOW_KEY] = st.session_state["_train_pick"] = follow
-    choice = st.selectbox(
-        "Training job", names, key="_train_pick", on_change=_adopt_pick,
-        format_func=lambda n: f"{n} ({STATE_WORDS.get(states[n], '?')}"
-                              f"{', yours' if may_cancel(by_name[n], token) else ''})")
-    job_panel(runs, choice, policy, token, teacher)
+    follow = followed_job(jobs, token)
+    st.session_state[FOLLOW_KEY] = follow
+    key = f"{PICK_KEY}_{int(st.session_state.get(PICK_GEN_KEY, 0))}"
+    if st.session_state.get(key, follow) != follow:  # e.g. the followed record was pruned
+        _new_selector()
+        key = f"{PICK_KEY}_{int(st.session_state[PICK_GEN_KEY])}"
+    # The labels never change while a job lives (no state in them): the browser sends the
+    # label back, and a label that changed under it would read as another choice.
+    own = {n for n, j in by_name.items() if may_cancel(j, token)}
+    names = list(by_name)
+    st.selectbox("Training job", names, index=names.index(follow), key=key,
+                 on_change=_adopt_pick, args=(key,),
+                 format_func=lambda n: f"{n} (yours)" if n in own else n,
+                 help="Every job started from the app, newest first")
+    job_panel(runs, by_name[follow], policy, token, teacher)
+
+
+def show_selected_message(picked: Path | None) -> None:
+    """The message that a finished job's run is now the selected run, shown in the run
+    whose sidebar selector shows it (never before)."""
+    pending = st.session_state.pop(SELECTED_KEY, None)
+    if not (isinstance(pending, tuple) and len(pending) == 2):
+        return
+    name, run_dir = pending
+    if picked is not None and str(picked) == run_dir:
+        st.toast(f"{md(name)} finished: it is now the selected run on every page.",
+                 icon=":material/check_circle:")
+    else:
+        st.toast(f"{md(name)} finished; choose it in the sidebar's run list to open it.",
+                 icon=":material/check_circle:")
 
 
 def main() -> None:
@@ -258,6 +319,7 @@ def main() -> None:
                    "comes from the run folder the trainer writes after every epoch.")
     runs = str(app_shared.runs_dir())
     picked = app_shared.pick_run()
+    show_selected_message(picked)
     if picked is not None and app_shared.is_imported(picked):
         st.caption(f"**{md(picked.name)}** was imported: it has no training history, so it "
                    f"cannot be resumed; train a new run below.")
@@ -275,7 +337,7 @@ def main() -> None:
             pass
     training_form(runs, policy, token, teacher)
     st.subheader("Jobs")
-    jobs_section(runs, list_jobs(runs), policy, token, teacher)
+    jobs_section(runs, policy, token, teacher)
 
 
 main()
