@@ -11,7 +11,9 @@ Every process a test starts is killed at its end."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import jobs
-from tests.test_train_page_security import PAGE, child_of, page, shown_text, start_from_form
+from tests.test_train_page_security import (
+    PAGE,
+    SLOW,
+    child_of,
+    page,
+    shown_text,
+    start_from_form,
+)
+from training import rundir
 
 FINISHER = ("import os, shutil, sys, time\n"
             "src, dst, release = sys.argv[1:4]\n"
@@ -97,6 +107,15 @@ def toasts(at: AppTest) -> str:
     return " | ".join(t.value for t in at.toast)
 
 
+def map_titles(at: AppTest) -> list[str]:
+    """The titles of the panel's charts (the live map's says its epoch)."""
+    titles = []
+    for chart in at.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec).get("layout", {})
+        titles += [a.get("text", "") for a in layout.get("annotations", [])]
+    return titles
+
+
 def sidebar_run(at: AppTest) -> str:
     return at.selectbox(key=RUN_PICK).value
 
@@ -159,6 +178,7 @@ def test_the_selected_run_message_comes_with_the_sidebar_showing_it(
     assert "fresh finished" in toasts(at)
     assert at.session_state["run_dir"] == str(runs / "fresh")
     assert sidebar_run(at) == str(runs / "fresh")
+    assert "latent map after epoch 3" in map_titles(at), map_titles(at)
     at.run()  # said once; the choice stays
     assert SELECTED not in toasts(at)
     assert sidebar_run(at) == str(runs / "fresh")
@@ -190,3 +210,32 @@ def test_one_visitors_job_changes_nothing_in_another_visitors_view(
     assert sidebar_run(student) == str(runs / "mine")
     other.run()
     assert other.session_state["run_dir"] == old and sidebar_run(other) == old
+
+
+def test_the_map_of_a_running_job_is_redrawn_after_every_epoch(monkeypatch, runs, tiny_run,
+                                                                cleanup):
+    monkeypatch.setattr(jobs.TrainOptions, "argv", lambda self, run_dir: list(SLOW))
+    at = page(monkeypatch, runs)
+    start_from_form(at, "live", epochs=3)
+    assert not [t for t in map_titles(at) if "latent map" in t]  # no epoch yet
+    run = runs / "live"
+
+    def epochs_written(n: int) -> None:
+        """The run folder as the trainer leaves it after epoch n (of the tiny run's 3)."""
+        shutil.copytree(tiny_run, run, dirs_exist_ok=True)
+        info = rundir.read_config(run)
+        info.epochs_completed, info.status = n, "training"
+        rundir.write_config(run, info)
+        lines = (run / "metrics.jsonl").read_text().splitlines()[:n]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        for frame in (run / "frames").glob("epoch-*.npy"):
+            if int(frame.stem.split("-")[1]) > n:
+                frame.unlink()
+    epochs_written(1)
+    at.run()
+    assert progress(at).startswith("Training: epoch 1 of 3"), progress(at)
+    assert "latent map after epoch 1" in map_titles(at), map_titles(at)
+    epochs_written(2)
+    at.run()
+    assert "latent map after epoch 2" in map_titles(at), map_titles(at)
+    assert len(cancel_buttons(at)) == 1

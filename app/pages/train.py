@@ -9,9 +9,11 @@ and cancelling only the jobs this session started (or any, with the teacher toke
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -39,9 +41,10 @@ from explorer.jobs import (
     schedule,
     submit,
 )
-from explorer.runs import describe_run
+from explorer.runs import describe_run, file_stamp
 from explorer.text import md
 from explorer.train_policy import TrainPolicy, format_bytes
+from training import rundir
 
 JOBS_KEY = "_train_jobs_opened"  # names of finished jobs whose run was already opened
 TOKEN_KEY = "_train_session_token"  # this session's secret: it owns the jobs it starts
@@ -211,6 +214,46 @@ def _open_finished_run(job: TrainJob, status: JobStatus, mine: bool) -> None:
     st.rerun()  # the whole page, sidebar included
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -> Any:
+    """The newest epoch's latent map (explorer.film, one frame) beside the test curves, or
+    None when the run stores no frames. Shared by every session watching the job, built
+    once per epoch. Raises RunDirError, OSError or ValueError for unreadable files."""
+    from explorer.film import film_figure, load_film
+
+    info = rundir.read_config(run_dir)
+    latents = rundir.read_latents(run_dir, info)
+    metrics = rundir.read_metrics(run_dir)
+    film = load_film(run_dir, latents, info.config.latent_dim, info.epochs_completed,
+                     info.class_names)
+    if film is None:
+        return None
+    newest = dataclasses.replace(film, epochs=film.epochs[-1:], xy=film.xy[-1:])
+    figure = film_figure(newest, metrics, height=380)
+    epoch = int(newest.epochs[0])
+    figure.update_layout(updatemenus=[], sliders=[])  # one frame: nothing to play
+    figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
+    return figure, newest.note
+
+
+def live_map(job: TrainJob, status: JobStatus) -> None:
+    """The map of the newest finished epoch and the curves, refreshed with the panel."""
+    try:
+        built = _live_map(job.run_dir, status.epochs_completed,
+                          (file_stamp(job.run_dir, rundir.CONFIG_FILE),
+                           file_stamp(job.run_dir, rundir.LATENTS_FILE)))
+    except (rundir.RunDirError, OSError, ValueError, KeyError, IndexError):
+        built = None  # written as we read, or damaged: the curves alone this time
+    if built is None:
+        st.plotly_chart(figures.training_curves_figure(status.metrics, height=280),
+                        key=f"live_curves_{job.name}")
+        return
+    figure, note = built
+    st.plotly_chart(figure, key=f"live_map_{job.name}")
+    st.caption(f"The test images' latent means after the newest finished epoch, "
+               f"redrawn after every epoch. {md(note)}")
+
+
 def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
               teacher: bool) -> None:
     """One job: its record, run folder and log."""
@@ -256,8 +299,7 @@ def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
         st.caption(f"Epoch {last['epoch']}: test recon {last['test_recon']:.2f}, KL "
                    f"{last['test_kl']:.2f}, −ELBO {last['test_loss']:.2f} nats per sample; "
                    f"active units {last.get('active_units', '?')}.")
-        st.plotly_chart(figures.training_curves_figure(status.metrics, height=280),
-                        key=f"live_curves_{job.name}")
+        live_map(job, status)
     with st.expander("Command and log", expanded=status.state in ("failed", "stopped")):
         redact = Redactor(runs, policy.data_root)
         st.code(redact(" ".join(["python"] + job.argv[1:])), language="bash", wrap_lines=True)
