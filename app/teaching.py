@@ -21,6 +21,9 @@ from training.data import DataError
 
 SAMPLE_KEY = "sample_index"  # the main page's selected test sample (shared across pages)
 _SAMPLE_WIDGET = "_teach_sample"
+VERDICT_BOXES = {"success": (st.success, ":material/check_circle:"),
+                 "warning": (st.warning, ":material/warning:"),
+                 "info": (st.info, ":material/info:")}
 UNITS_NOTE = "All ELBO terms are in **nats per sample** (summed over pixels or latent dimensions)."
 
 
@@ -97,6 +100,14 @@ def pick_sample(n: int, label: str = "Selected test sample (index)") -> int:
     return int(st.session_state[_SAMPLE_WIDGET])
 
 
+def show_verdict(verdict: tuple[str, str]) -> None:
+    """A verdict of :mod:`explorer.verdicts` as the box its kind names (success, warning,
+    info): the page never chooses the colour, the numbers do."""
+    kind, text = verdict
+    box, icon = VERDICT_BOXES[kind]
+    box(text, icon=icon)
+
+
 def require_vae(run: Any, what: str) -> bool:
     """Show why ``what`` needs a VAE when the run is a plain autoencoder."""
     if run.model.is_vae:
@@ -108,13 +119,17 @@ def require_vae(run: Any, what: str) -> bool:
 
 # --------------------------------------------------------------------------- downloads
 
-def download_figure(fig: Any, name: str, key: str) -> None:
-    """PNG and HTML download buttons for a Plotly figure (made only when clicked)."""
+def download_figure(fig: Any, name: str, key: str, title: str | None = None) -> None:
+    """PNG and HTML download buttons for a Plotly figure, made only when clicked. The PNG
+    is styled for a slide (white, ``title`` on top, labels and legend inside the frame)
+    by a Chromium the server keeps open, started in the background on the first page that
+    shows a figure, so a click takes well under a second."""
+    export.warm_up()
     row = st.container(horizontal=True, gap="small")
-    row.download_button("PNG", data=lambda: export.figure_png(fig), file_name=f"{name}.png",
-                        mime="image/png", key=f"{key}_png", on_click="ignore",
-                        icon=":material/download:",
-                        help="Rendered by kaleido with the local Chromium")
+    row.download_button("PNG", data=lambda: export.figure_png(fig, title),
+                        file_name=f"{name}.png", mime="image/png", key=f"{key}_png",
+                        on_click="ignore", icon=":material/download:",
+                        help="For slides: white background, every label inside the picture")
     row.download_button("HTML", data=lambda: export.figure_html(fig), file_name=f"{name}.html",
                         mime="text/html", key=f"{key}_html", on_click="ignore",
                         icon=":material/download:",
@@ -126,6 +141,13 @@ def download_images(images: np.ndarray, name: str, key: str, cols: int | None = 
     """A PNG download button for a batch (N, C, H, W) or grid (R, V, C, H, W) of images."""
     st.download_button(label, data=lambda: export.image_png(tile(images, cols), upscale=4),
                        file_name=f"{name}.png", mime="image/png", key=key, on_click="ignore",
+                       icon=":material/download:")
+
+
+def download_picture(picture: np.ndarray, name: str, key: str, label: str = "PNG") -> None:
+    """A PNG download button for one ready picture (H, W[, C]) in [0, 1]."""
+    st.download_button(label, data=lambda: export.image_png(picture), file_name=f"{name}.png",
+                       mime="image/png", key=key, on_click="ignore",
                        icon=":material/download:")
 
 

@@ -27,34 +27,7 @@ class PriorFit:
     inside_prior: float  # share of codes inside the prior's 95% ball
     prior_hits: float  # share of prior draws within a typical neighbour distance of a code
     coverage: float  # share of codes with a prior draw within that distance
-
-    def explanation(self, is_vae: bool) -> str:
-        """One paragraph that says why prior samples look right or wrong, from the numbers."""
-        stds = ", ".join(f"{s:.2g}" for s in self.code_std[:4]) + \
-            (" ..." if self.latent_dim > 4 else "")
-        hits, cover = 100 * self.prior_hits, 100 * self.coverage
-        if is_vae:
-            return (f"The KL term pulls every posterior towards N(0, I), so the codes fill the "
-                    f"prior: a Gaussian fitted to them is {self.gaussian_kl:.2f} nats from "
-                    f"N(0, I) (per-dimension std {stds}; the prior has 1). {hits:.0f}% of "
-                    f"draws from N(0, I) land near a code and together they reach {cover:.0f}% "
-                    f"of the codes, so prior samples look like the data and show its variety.")
-        text = (f"A plain autoencoder is never told where its codes should live: nothing in its "
-                f"loss mentions N(0, I). Its codes have per-dimension std {stds} (the prior has "
-                f"1), and a Gaussian fitted to them is {self.gaussian_kl:.2f} nats from N(0, I).")
-        problems = []
-        if self.prior_hits < 0.5:
-            problems.append(f"only {hits:.0f}% of draws z ~ N(0, I) land near any code; the "
-                            f"rest decode from regions the decoder never saw (blurs, noise)")
-        if self.coverage < 0.7:
-            problems.append(f"the draws reach only {cover:.0f}% of the codes: the "
-                            f"\"samples\" show a small part of the data (whatever sits near "
-                            f"the origin), over and over")
-        if problems:
-            return f"{text} So {' and '.join(problems)}. That is the difference the KL term makes."
-        return (f"{text} Here the codes happen to overlap the prior ({hits:.0f}% of draws land "
-                f"near a code), but nothing in training made them: another seed could put them "
-                f"anywhere. The KL term is what guarantees it.")
+    # what the page says about these numbers: explorer.verdicts.compare_verdict
 
 
 def gaussian_kl_to_standard(mean: np.ndarray, cov: np.ndarray) -> float:
@@ -219,3 +192,21 @@ def warmup_curve(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Columns for the training-curve chart: epoch, beta, train/test recon and KL."""
     keys = ("epoch", "beta", "train_recon", "train_kl", "test_recon", "test_kl", "test_loss")
     return {k: [float(r.get(k, math.nan)) for r in rows] for k in keys}
+
+
+def prior_fits(mu: np.ndarray, is_vae: bool, seed: int = 0
+               ) -> tuple[PriorFit, PriorFit | None, int]:
+    """(fit on all dimensions, fit on the active dimensions only or None, number of dead
+    dimensions) of the codes ``mu`` (N, D): the numbers behind
+    :func:`explorer.verdicts.compare_verdict`. A VAE's dead dimensions (Var_x[mu_j] <=
+    ``ACTIVE_THRESHOLD``) squeeze its codes to 0 where the prior has std 1, so the fit on
+    all dimensions alone would call a fine model bad."""
+    from explorer.diagnostics import ACTIVE_THRESHOLD
+
+    mu = np.asarray(mu, dtype=np.float64)
+    fit = prior_fit(mu, seed)
+    active = mu.var(axis=0) > ACTIVE_THRESHOLD
+    n_dead = int((~active).sum())
+    if not is_vae or n_dead == 0 or not active.any():
+        return fit, None, n_dead if is_vae else 0
+    return fit, prior_fit(mu[:, active], seed), n_dead

@@ -2,15 +2,20 @@
 run's summary (config, final metrics, active units, IWAE estimate) as JSON.
 
 HTML embeds plotly.js (works offline); PNG goes through kaleido, which drives a local
-Chromium. Nothing here touches the network.
+Chromium: one browser per process, started on the first PNG (or by :func:`warm_up`) and
+kept open, so a PNG takes a few hundred milliseconds instead of seconds. PNGs are styled
+for slides (:func:`print_figure`). Nothing here touches the network.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import io
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +33,164 @@ def figure_html(fig: Any) -> bytes:
     return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
 
 
-def figure_png(fig: Any, width: int = 900, height: int = 600, scale: float = 2.0) -> bytes:
-    """A Plotly figure as PNG bytes via kaleido (needs a local Chromium)."""
+EXPORT_FONT = dict(family="Helvetica, Arial, sans-serif", size=14, color="#222")
+
+
+def print_figure(fig: Any, title: str | None = None) -> dict[str, Any]:
+    """``fig`` as a figure dict styled for a slide (the figure is left as it is): white
+    background, dark text, a ``title`` when given, every axis' tick labels and title and
+    the legend inside the frame (automatic margins, starting wide enough that Plotly
+    rarely has to redraw), and a legend whenever the figure has named traces (a lesson
+    map's classes, markers, the prior's circle). Works on the dict: no validation pass."""
+    out = fig.to_dict() if hasattr(fig, "to_dict") else dict(fig)
+    data, layout = out.get("data", []), dict(out.get("layout", {}))
+    named = [t for t in data if t.get("showlegend") is not False and t.get("name")]
+    subplot_titles = any(a.get("yref") == "paper" and (a.get("y") or 0) >= 1
+                         for a in layout.get("annotations", []))
+    top = 24 + (40 if title else 0) + (32 if subplot_titles else 0)
+    layout.pop("template", None)
+    layout.update(
+        template=_white_template(), paper_bgcolor="white", plot_bgcolor="white",
+        font=dict(EXPORT_FONT), margin=dict(l=84, r=24, t=top, b=72, autoexpand=True),
+        showlegend=bool(named) and (len(data) > 1 or layout.get("showlegend") is True))
+    if title:
+        layout["title"] = dict(text=title, x=0.01, xanchor="left", y=0.985, yanchor="top",
+                               yref="container", font=dict(size=18, color="#222"))
+    for key in list(layout):
+        if key.startswith(("xaxis", "yaxis")):
+            layout[key] = {**layout[key], "automargin": True, "gridcolor": "#e5e5e5",
+                           "linecolor": "#444", "color": "#222"}
+    layout.setdefault("xaxis", {"automargin": True})
+    layout.setdefault("yaxis", {"automargin": True})
+    layout["annotations"] = [{**a, "font": {**a.get("font", {}), "color": "#222"}}
+                             for a in layout.get("annotations", [])]
+    return {"data": data, "layout": layout}
+
+
+_TEMPLATE: dict[str, Any] = {}
+
+
+def _white_template() -> dict[str, Any]:
+    """Plotly's ``plotly_white`` template as a dict (built once)."""
+    if not _TEMPLATE:
+        import plotly.io as pio
+
+        _TEMPLATE.update(pio.templates["plotly_white"].to_plotly_json())
+    return _TEMPLATE
+
+
+class PngRenderer:
+    """One kaleido Chromium kept open for every PNG this process makes: starting Chromium
+    costs seconds, a render on an open one a few hundred milliseconds. Thread-safe (one
+    render at a time, Streamlit serves sessions from several threads); a failed render
+    closes the browser, and the next one starts a fresh one."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._kaleido: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._kaleido is not None
+
+    def _open(self) -> None:
+        import kaleido
+
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="kaleido-png", daemon=True)
+        thread.start()
+
+        class Quick(kaleido.Kaleido):  # type: ignore[misc]
+            """Kaleido reloads its tab after every image, before handing the image back;
+            here the reload runs after the image is returned (the next render waits for
+            the tab as before)."""
+
+            async def _return_kaleido_tab(self, tab: Any) -> None:
+                parent = super()._return_kaleido_tab
+                task = asyncio.ensure_future(parent(tab))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+        reloads: set[asyncio.Future[Any]] = set()
+
+        async def start() -> Any:
+            k = Quick(n=1, timeout=self.timeout, mathjax=False)  # no CDN script
+            await k.open()
+            return k
+
+        self._loop, self._thread = loop, thread
+        try:
+            self._kaleido = asyncio.run_coroutine_threadsafe(start(), loop).result(self.timeout)
+        except BaseException:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        loop, k = self._loop, self._kaleido
+        self._kaleido = self._loop = None
+        if loop is None:
+            return
+        if k is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(k.close(), loop).result(10)
+            except Exception:  # noqa: BLE001 - closing a broken browser: nothing to save
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+
+    def render(self, fig_dict: dict[str, Any], opts: dict[str, Any]) -> bytes:
+        """PNG bytes of a figure dict with kaleido's ``opts`` (format, width, height,
+        scale), starting the browser on first use."""
+        with self._lock:
+            if self._kaleido is None:
+                self._open()
+            assert self._loop is not None
+            try:
+                return asyncio.run_coroutine_threadsafe(
+                    self._kaleido.calc_fig(fig_dict, opts=opts), self._loop
+                ).result(self.timeout)
+            except BaseException:
+                self._close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+RENDERER = PngRenderer()
+atexit.register(RENDERER.close)
+
+
+def warm_up() -> None:
+    """Start the PNG renderer's browser now (in a background thread), so the first PNG a
+    visitor asks for does not wait for Chromium to start."""
+    def run() -> None:
+        try:
+            figure_png({"data": [], "layout": {}}, width=50, height=50, scale=1)
+        except ExportError:
+            pass  # the button says why when it is pressed
+
+    if not RENDERER.running:
+        threading.Thread(target=run, name="kaleido-warm-up", daemon=True).start()
+
+
+def figure_png(fig: Any, title: str | None = None, width: int = 900,
+               height: int | None = None, scale: float = 2.0) -> bytes:
+    """A Plotly figure as PNG bytes for a slide: :func:`print_figure` (white, labels and
+    legend inside the frame) rendered by kaleido's Chromium, kept open between calls.
+    ``height`` defaults to the figure's own (at least 450 px)."""
+    styled = print_figure(fig, title)
+    if height is None:
+        height = max(450, int(styled["layout"].get("height") or 600))
     try:
-        return fig.to_image(format="png", width=width, height=height, scale=scale)
+        return RENDERER.render(styled, dict(format="png", width=width, height=height,
+                                            scale=scale))
     except Exception as exc:  # kaleido raises its own types when Chromium is missing
         raise ExportError(f"PNG export needs kaleido and a Chromium browser (on Debian: "
                           f"apt-get install chromium); it failed with: {exc}. The HTML "

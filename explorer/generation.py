@@ -244,6 +244,42 @@ def grid_pixels(images: np.ndarray, cols: int | None = None, cell: int = 72) -> 
     return np.clip(tile(images, cols), 0, 1).repeat(scale, 0).repeat(scale, 1)
 
 
+def labelled_rows(images: np.ndarray, row_labels: list[str],
+                  col_labels: list[str] | None = None, cell: int = 72) -> np.ndarray:
+    """A grid (R, V, C, H, W) as one RGB picture (H', W', 3) in [0, 1] with a label left
+    of every row (e.g. ``z3 · KL 1.20``) and, when given, one above every column (e.g. the
+    value swept): :func:`grid_pixels` on a white margin with black text, the same for the
+    page and for a slide."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    images = np.asarray(images)
+    if images.ndim != 5 or len(row_labels) != images.shape[0]:
+        raise ValueError(f"expected a grid (R, V, C, H, W) and R row labels, got "
+                         f"{images.shape} and {len(row_labels)} labels")
+    rows, cols = images.shape[:2]
+    grid = grid_pixels(images, cols, cell)  # (h, w[, C])
+    if grid.ndim == 2:
+        grid = np.repeat(grid[..., None], 3, axis=2)
+    grid = grid[..., :3]
+    size = max(12, int(round(0.22 * grid.shape[0] / rows)))
+    font = ImageFont.load_default(size=size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 12 + max(int(measure.textlength(t, font=font)) for t in row_labels)
+    top = size + 12 if col_labels else 0
+    canvas = Image.new("RGB", (left + grid.shape[1] + 4, top + grid.shape[0] + 4), "white")
+    canvas.paste(Image.fromarray((np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)),
+                 (left, top))
+    draw = ImageDraw.Draw(canvas)
+    row_h, col_w = grid.shape[0] / rows, grid.shape[1] / cols
+    for r, text in enumerate(row_labels):
+        draw.text((left - 6, top + (r + 0.5) * row_h), text, fill="black", font=font,
+                  anchor="rm")
+    for c, text in enumerate(col_labels or []):
+        draw.text((left + (c + 0.5) * col_w, top - 4), text, fill="black", font=font,
+                  anchor="md")
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
 def image_hwc(x: Any) -> np.ndarray:
     """One image (C, H, W), tensor or array, as (H, W) for one channel, else (H, W, C)."""
     arr = np.asarray(x, dtype=np.float32)

@@ -29,15 +29,46 @@ def prior_circle_radius(level: float = 0.95) -> float:
     return float(np.sqrt(stats.chi2.ppf(level, 2)))
 
 
+INK = "#222"  # strokes drawn over the map: dark, on a light halo, ...
+HALO = "rgba(255, 255, 255, 0.85)"  # ... so they show on light and dark themes alike
+NICE_SCALES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def halo_line(x: np.ndarray, y: np.ndarray, name: str, dash: str = "solid",
+              width: float = 2.0, showlegend: bool = False,
+              hoverinfo: str = "skip") -> list[go.Scatter]:
+    """A dark line on a wider light one: visible on a white page, on Streamlit's dark
+    theme and over a cloud of coloured points. The first trace is the halo (no legend)."""
+    return [go.Scatter(x=x, y=y, mode="lines", hoverinfo="skip", showlegend=False,
+                       name=f"{name} (halo)", line=dict(color=HALO, width=width + 3)),
+            go.Scatter(x=x, y=y, mode="lines", name=name, hoverinfo=hoverinfo,
+                       showlegend=showlegend, line=dict(color=INK, width=width, dash=dash))]
+
+
+def ellipse_scale(sigma: np.ndarray, extent: float, share: float = 0.06) -> int:
+    """The smallest of 1, 2, 5, 10, 20, ... by which the 1σ ellipse of ``sigma`` (2,) must
+    be enlarged for its larger radius to be ``share`` of the map's ``extent`` (its
+    larger side): 1 when it is visible as it is."""
+    radius = float(np.max(sigma))
+    if radius <= 0 or not np.isfinite(radius):
+        return 1
+    need = share * extent / radius
+    return next((k for k in NICE_SCALES if k >= need), NICE_SCALES[-1])
+
+
 def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                projection: str = "raw", rings: list[int] | None = None,
                ellipse: tuple[np.ndarray, np.ndarray] | None = None,
                markers: list[dict[str, Any]] | None = None, prior_circle: bool = False,
-               height: int = 480, legend: bool = True) -> go.Figure:
+               height: int = 480, legend: bool = True, ellipse_times: int = 1) -> go.Figure:
     """Test-set latent means (N, 2), one trace per class, plus overlays:
     ``rings`` (indices to circle), ``ellipse`` (center (2,), sigma (2,)) drawn at 1σ and
-    2σ, ``markers`` (dicts with x, y, name and optional symbol, colour, size) and the
-    prior's 95% circle."""
+    2σ (enlarged ``ellipse_times`` about its centre, and labelled so, when the true
+    ellipse would be too small to see), ``markers`` (dicts with x, y, name and optional
+    symbol, colour, size) and the prior's 95% circle, labelled on the map. Overlays are
+    dark lines on light halos and the background is the theme's, so the map reads on
+    light and dark pages; :func:`explorer.export.print_figure` makes it white for a
+    slide."""
     coords = np.asarray(coords, dtype=np.float32)
     fig = go.Figure(label_traces(
         coords, labels, class_names, customdata=np.arange(len(coords)), opacity=0.7,
@@ -45,34 +76,45 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     if prior_circle:
         r = prior_circle_radius()
         t = np.linspace(0, 2 * np.pi, 120)
-        fig.add_trace(go.Scatter(x=r * np.cos(t), y=r * np.sin(t), mode="lines",
-                                 name="95% of N(0, I)", hoverinfo="name",
-                                 line=dict(color="black", dash="dash", width=3)))
+        fig.add_traces(halo_line(r * np.cos(t), r * np.sin(t), "95% of N(0, I)", dash="dash",
+                                 width=3, showlegend=True, hoverinfo="name"))
+        fig.add_annotation(x=r * np.cos(np.pi / 4), y=r * np.sin(np.pi / 4), ax=45, ay=-40,
+                           text="95% of N(0, I)", showarrow=True, arrowhead=2,
+                           arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
+                           bgcolor="rgba(128, 128, 128, 0.25)")
     if ellipse is not None:
-        center, sigma = ellipse
+        center, sigma = np.asarray(ellipse[0]), np.asarray(ellipse[1]) * ellipse_times
         for n_sigma, dash in ((1.0, "solid"), (2.0, "dot")):
-            ex, ey = ellipse_xy(np.asarray(center), np.asarray(sigma), n_sigma)
-            fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip",
-                                     showlegend=False, name=f"{n_sigma:.0f}σ",
-                                     line=dict(color="black", width=1.5, dash=dash)))
+            ex, ey = ellipse_xy(center, sigma, n_sigma)
+            fig.add_traces(halo_line(ex, ey, f"{n_sigma:.0f}σ", dash=dash, width=1.5))
+        if ellipse_times > 1:
+            fig.add_annotation(x=float(center[0] + 2 * sigma[0]), y=float(center[1]),
+                               ax=50, ay=-45, showarrow=True, arrowhead=2,
+                               arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
+                               bgcolor="rgba(128, 128, 128, 0.25)",
+                               text=f"q(z|x) 1σ, 2σ drawn ×{ellipse_times}")
     if rings:
-        fig.add_trace(go.Scatter(
-            x=coords[rings, 0], y=coords[rings, 1], mode="markers", name="chosen",
-            showlegend=False, hovertemplate="sample %{text}<extra></extra>",
-            text=[str(i) for i in rings],
-            marker=dict(size=15, color="rgba(0,0,0,0)", line=dict(color="black", width=2.5))))
+        for colour, width in ((HALO, 5.0), (INK, 2.5)):
+            fig.add_trace(go.Scatter(
+                x=coords[rings, 0], y=coords[rings, 1], mode="markers",
+                name="chosen" if colour == INK else "chosen (halo)", showlegend=False,
+                hovertemplate="sample %{text}<extra></extra>",
+                hoverinfo="skip" if colour == HALO else None,
+                text=[str(i) for i in rings],
+                marker=dict(size=15, color="rgba(0,0,0,0)", line=dict(color=colour,
+                                                                      width=width))))
     for m in markers or []:
         fig.add_trace(go.Scatter(
             x=[m["x"]], y=[m["y"]], mode="markers", name=m["name"],
             marker=dict(size=m.get("size", 18), symbol=m.get("symbol", "star"),
-                        color=m.get("colour", "black"), line=dict(color="white", width=1.5)),
+                        color=m.get("colour", INK), line=dict(color="white", width=1.5)),
             hovertemplate=f"{m['name']}<extra></extra>"))
     x_title, y_title = AXIS_TITLES.get(projection, ("x", "y"))
     fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
+        height=height, margin=dict(l=10, r=10, t=10, b=10),
         showlegend=legend, legend=dict(title="label", itemsizing="constant"),
-        xaxis=dict(title=x_title, zeroline=projection == "raw", gridcolor="#eee"),
-        yaxis=dict(title=y_title, zeroline=projection == "raw", gridcolor="#eee",
+        xaxis=dict(title=x_title, zeroline=projection == "raw"),
+        yaxis=dict(title=y_title, zeroline=projection == "raw",
                    scaleanchor="x" if projection == "raw" else None))
     return fig
 
@@ -84,18 +126,24 @@ def z_label(seed: int) -> str:
 
 def reparam_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                 projection: str, index: int, points: np.ndarray, sigmas: np.ndarray | None,
-                seed: int) -> go.Figure:
+                seed: int, ellipse_times: int | None = None) -> go.Figure:
     """The map for z = μ + σ·ε of test sample ``index`` (ringed). ``points`` (2 + K, 2) are
     μ, z and K further draws placed on the map; ``sigmas`` (2,) draws q(z|x)'s 1σ/2σ
-    ellipses around μ (a raw 2-D map only; the legend is hidden then, None: no ellipses)."""
+    ellipses around μ (a raw 2-D map only; the legend is hidden then, None: no ellipses),
+    enlarged ``ellipse_times`` (None: by :func:`ellipse_scale`, so they can be seen on the
+    whole map; the enlargement is written on the map)."""
+    if sigmas is not None and ellipse_times is None:
+        extent = float(np.max(np.ptp(np.asarray(coords, dtype=np.float64), axis=0)))
+        ellipse_times = ellipse_scale(np.asarray(sigmas), extent)
     fig = lesson_map(
         coords, labels, class_names, projection, rings=[index],
         ellipse=(points[0], sigmas) if sigmas is not None else None, height=440,
-        legend=sigmas is None,
+        legend=sigmas is None, ellipse_times=ellipse_times or 1,
         markers=[{"x": float(points[1, 0]), "y": float(points[1, 1]),
                   "name": z_label(seed), "symbol": "star", "colour": "#d62728"}])
     fig.add_scatter(x=points[2:, 0], y=points[2:, 1], mode="markers", name=OTHER_DRAWS,
-                    marker=dict(size=7, symbol="x", color="#444"),
+                    marker=dict(size=7, symbol="x", color=INK,
+                                line=dict(color="white", width=0.5)),
                     hovertemplate="another draw of z<extra></extra>")
     fig.add_scatter(x=[points[0, 0], points[1, 0]], y=[points[0, 1], points[1, 1]],
                     mode="lines", name="σ·ε", line=dict(color="#d62728", width=2),
@@ -105,8 +153,9 @@ def reparam_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
 
 def reparam_zoom(fig: go.Figure, center: np.ndarray, sigmas: np.ndarray,
                  seed: int) -> go.Figure:
-    """A copy of :func:`reparam_map`'s figure zoomed to ``center`` ± 3σ, its markers
-    enlarged (the original is left as it is)."""
+    """A copy of a :func:`reparam_map` figure drawn with ``ellipse_times=1`` (true-size
+    ellipses) zoomed to ``center`` ± 3σ, its markers enlarged (the original is left as it
+    is)."""
     half = 3.0 * float(np.max(sigmas))
     zoom = go.Figure(fig)
     zoom.update_layout(
@@ -129,6 +178,7 @@ def manifold_map(codes: np.ndarray, labels: np.ndarray, class_names: list[str],
                               sizey=2 * span + step, sizing="stretch", layer="below",
                               opacity=1.0))
     fig.update_traces(marker=dict(size=4, opacity=0.55), selector=dict(mode="markers"))
+    fig.update_layout(legend=dict(title="label of the dots"))
     fig.update_layout(xaxis=dict(title=f"z{dims[0]}", range=[-span - step, span + step],
                                  showgrid=False),
                       yaxis=dict(title=f"z{dims[1]}", range=[-span - step, span + step],

@@ -14,6 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import compare, diagnostics
+from explorer.verdicts import compare_verdict, health_verdicts, traversal_note
 from tests.conftest import make_run
 from training import rundir
 
@@ -74,9 +75,14 @@ def test_compare_page_contrasts_ae_and_vae(app):
     assert [s.value for s in at.selectbox] == ["digits-ae-z2", "digits-vae-z2"]
     assert len(at.get("plotly_chart")) == 2  # two latent maps
     assert len(image_bytes(at)) == 5  # inputs + 2 x (reconstructions, prior samples)
-    warning = " ".join(w.value for w in at.warning)
-    assert "never told where its codes should live" in warning
-    assert "KL term pulls every posterior" in " ".join(s.value for s in at.success)
+    # each run's box is the verdict of its own numbers (explorer.verdicts), not of AE/VAE
+    boxes = {"success": at.success, "warning": at.warning, "info": at.info}
+    for name, is_vae in (("digits-ae-z2", False), ("digits-vae-z2", True)):
+        mu = rundir.read_latents(rundir.Path(os.environ["VAE_RUNS_DIR"]) / name)["mu"]
+        fit, active_fit, n_dead = compare.prior_fits(mu, is_vae)
+        kind, text = compare_verdict(fit, is_vae, active_fit, n_dead)
+        assert text in [b.value for b in boxes[kind]], (name, kind)
+    assert "never told where its codes should live" in texts(at)
     ae = rundir.read_latents(rundir.Path(os.environ["VAE_RUNS_DIR"]) / "digits-ae-z2")
     fit = compare.prior_fit(ae["mu"])
     assert metric(at, "Fit to N(0, I), nats") == f"{fit.gaussian_kl:.2f}"  # left: the AE
@@ -133,6 +139,8 @@ def test_elbo_page_shows_iwae_above_elbo(app):
     assert mean_iwae > mean_elbo
     assert metric(at, "images with IWAE ≥ ELBO") == "100/100"
     assert "not a normalised density" in texts(at)
+    # says how many Monte-Carlo draws, and why the main page's ELBO differs
+    assert "from 1,000 draws" in texts(at) and "uses 64 draws" in texts(at)
     at.select_slider(key="iwae_k").set_value(1).run()
     assert metric(at, "gap IWAE − ELBO (nats)") == "0.00"  # IWAE_1 is the ELBO
     curve = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
@@ -157,6 +165,9 @@ def test_health_page_counts_active_units_and_exports_summary(app, tiny_run_z4):
     assert metric(at, "Dead dimensions") == str(len(health.dead_dims))
     assert metric(at, "Total KL") == f"{health.total_kl:.2f} nats"
     assert [w.value for w in at.warning] == health.warnings
+    shown = [(k, b.value) for k, boxes in (("success", at.success), ("warning", at.warning),
+                                           ("info", at.info)) for b in boxes]
+    assert sorted(shown) == sorted(health_verdicts(health))  # the words follow the numbers
     assert at.get("download_button")  # summary JSON and the figure's PNG/HTML
 
 
@@ -201,14 +212,18 @@ def test_beta_page_charts_rate_distortion_and_warmup(app, teach_runs):
     assert betas == [2.0, 4.0, 4.0]  # the warm-up ramp: beta_at(epoch) for 2 warm-up epochs
 
 
-def test_generation_page_draws_grids_and_interpolations(app):
+def test_generation_page_draws_grids_and_interpolations(app, tiny_run_z4):
     at = app("generation.py", run="digits-vae-z4", sample_index=0)
     assert not at.exception, at.exception
     first = image_bytes(at)
     assert len(first) >= 4  # prior grid, interpolation inputs + rows, traversal grid
     at.button(key="gen_reseed").click().run()
     assert image_bytes(at)[0] != first[0]  # new prior samples
-    assert "Rows ordered by information" in texts(at)
+    latents = rundir.read_latents(tiny_run_z4)
+    health = diagnostics.latent_health(latents["mu"], latents["logvar"])
+    dims = health.kl_order()[:at.slider(key="gen_rows").value]
+    assert traversal_note(health, dims) in texts(at)  # which rows should stay still
+    assert "labelled with its dimension" in texts(at)
     at.number_input(key="gen_b").set_value(5).run()
     assert not at.exception
     assert image_bytes(at)[2] != first[2]  # the interpolation changed
@@ -271,3 +286,13 @@ def test_pages_say_when_there_are_no_runs(tmp_path, monkeypatch):
         if page != "train.py":
             assert at.info and ("python -m training" in at.info[0].value
                                 or "No VAE run" in at.info[0].value), page
+
+
+def test_elbo_page_names_the_main_pages_sample_count():
+    import ast
+
+    source = (ROOT / "app" / "main_page.py").read_text()
+    main = next(n.value.value for n in ast.parse(source).body if isinstance(n, ast.Assign)
+                and getattr(n.targets[0], "id", "") == "MC_SAMPLES")
+    page = (PAGES / "elbo_vs_log_p.py").read_text()
+    assert f"MAIN_PAGE_SAMPLES = {main} " in page

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from explorer import compare, diagnostics, export, generation, iwae, jobs
+from explorer.verdicts import compare_verdict
 from training import rundir
 from training.loss import elbo_terms
 from training.trainer import count_active_units
@@ -329,8 +330,8 @@ def test_prior_fit_tells_a_vae_from_an_autoencoder():
     assert ae.coverage < 0.2  # the prior reaches only the codes near the origin
     tiny = compare.prior_fit(rng.standard_normal((1000, 16)) * 0.3)
     assert tiny.prior_hits < 0.1  # codes squeezed near 0: most prior draws miss them
-    assert "never told" in ae.explanation(is_vae=False)
-    assert "KL term pulls" in vae.explanation(is_vae=True)
+    assert "never told" in compare_verdict(ae, is_vae=False)[1]
+    assert compare_verdict(vae, is_vae=True)[0] == "success"
     # closed form against torch.distributions
     mean, cov = np.array([0.5, -1.0]), np.array([[2.0, 0.3], [0.3, 0.5]])
     ref = torch.distributions.kl_divergence(
@@ -461,6 +462,12 @@ def test_lesson_map_overlays():
     rings = next(t for t in fig.data if t.name == "chosen")
     np.testing.assert_allclose(rings.x, coords[[4, 7], 0])
     circle = next(t for t in fig.data if t.name == "95% of N(0, I)")
+    # a dark dashed line on a light halo, labelled on the map: seen on light and dark pages
+    halo = next(t for t in fig.data if t.name == "95% of N(0, I) (halo)")
+    assert circle.line.dash == "dash" and circle.line.width < halo.line.width
+    assert halo.showlegend is False and "95% of N(0, I)" in [a.text for a in
+                                                             fig.layout.annotations]
+    assert fig.layout.plot_bgcolor is None  # the theme's background, not white
     np.testing.assert_allclose(np.hypot(circle.x, circle.y), prior_circle_radius())
     # 95% of a 2-D standard normal lies inside the circle
     draws = np.random.default_rng(1).standard_normal((200_000, 2))
@@ -539,6 +546,9 @@ def test_iwae_curve_figure_and_gap_histogram():
     assert list(fig.data[0].x) == [1, 10, 100] and list(fig.data[0].y) == [-100, -98, -97.5]
     assert list(fig.data[1].y) == [-100.0] * 3
     assert fig.layout.xaxis.type == "log"
+    # ticks at the K values, written in full (plotly's own read "1 2 5 10 2 5 100")
+    assert list(fig.layout.xaxis.tickvals) == [1, 10, 100]
+    assert list(fig.layout.xaxis.ticktext) == ["1", "10", "100"]
     assert fig.layout.xaxis.title.text == "K (importance samples)"
     assert fig.layout.yaxis.title.text == "nats (higher = tighter bound)"
     (vline,) = fig.layout.shapes
@@ -564,7 +574,16 @@ def test_latent_health_figure_colours_dead_and_weak_dimensions():
     health = diagnostics.latent_health(mu, logvar)
     assert health.dead_dims == [2] and health.weak_dims == [1]
     fig = latent_health_figure(health)
-    kl, var = fig.data
+    kl, var, *legend = fig.data
+    assert [t.name for t in legend] == ["active", "weak (KL < 0.01 nats)",
+                                        "dead (Var μ ≤ 0.01)"]  # what the colours mean
+    assert [t.marker.color for t in legend] == ["#4e79a7", "#f28e2b", "#e15759"]
+    assert fig.layout.showlegend and not kl.showlegend and not var.showlegend
+    # log axis ticks written in full, one per power of ten
+    ticks, text = list(fig.layout.yaxis2.tickvals), list(fig.layout.yaxis2.ticktext)
+    assert ticks[0] <= health.mu_variance.min() and ticks[-1] >= health.mu_variance.max()
+    assert np.allclose(np.log10(ticks), np.round(np.log10(ticks)))  # 10^k only
+    assert "0.01" in text and "1" in text and not any("e" in t for t in text)
     assert kl.type == var.type == "bar"
     assert list(kl.x) == list(var.x) == ["z0", "z1", "z2", "z3"]
     np.testing.assert_allclose(kl.y, health.kl_per_dim)
@@ -572,18 +591,19 @@ def test_latent_health_figure_colours_dead_and_weak_dimensions():
     assert list(var.marker.color) == ["#4e79a7", "#f28e2b", "#e15759", "#4e79a7"]
     assert var.yaxis == "y2" and fig.layout.yaxis2.type == "log"
     assert fig.layout.shapes[0].y0 == diagnostics.ACTIVE_THRESHOLD
-    assert [a.text for a in fig.layout.annotations][:2] == [
-        "mean KL per dimension (nats)", "Var over the data of μ_j(x)"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "mean KL per dimension (nats)", "Var over the data of μ_j(x)", "active above 0.01"]
+    assert fig.layout.annotations[2].y == pytest.approx(-2.0)  # log10(0.01) on a log axis
     assert fig.layout.height == 2 * 230 + 40
 
     ae = latent_health_figure(diagnostics.latent_health(mu, None))
-    (bar,) = ae.data  # no KL panel for an autoencoder
+    bar, *_ = ae.data  # no KL panel for an autoencoder
     assert bar.name == "Var μ" and ae.layout.yaxis.type == "log"
     assert ae.layout.height == 230 + 40
 
 
 def test_reparam_map_and_zoom():
-    from explorer.lesson_figures import reparam_map, reparam_zoom, z_label
+    from explorer.lesson_figures import ellipse_scale, reparam_map, reparam_zoom, z_label
 
     rng = np.random.default_rng(2)
     coords, labels = rng.normal(size=(40, 2)), np.arange(40) % 2
@@ -599,6 +619,10 @@ def test_reparam_map_and_zoom():
     np.testing.assert_allclose(fig.data[-2].y, points[2:, 1])
     np.testing.assert_allclose(fig.data[-1].x, points[:2, 0])  # from mu to z
     assert fig.layout.showlegend is False and fig.layout.height == 440
+    # sigma 0.3 on a map ~4 wide is visible as it is: drawn true size, nothing written
+    ellipse = fig.data[names.index("1σ")]
+    assert np.ptp(ellipse.x) == pytest.approx(2 * 0.3, rel=1e-2)
+    assert not [a for a in fig.layout.annotations if "drawn ×" in a.text]
 
     zoom = reparam_zoom(fig, points[0], sigmas, seed=3)
     half = 3 * 0.3
@@ -608,6 +632,20 @@ def test_reparam_map_and_zoom():
     assert zoom.data[-2].marker.size == 9
     assert star.marker.size == 18 and fig.data[-2].marker.size == 7  # original untouched
     assert fig.layout.xaxis.range is None
+
+    # the demo's sigma ~0.05 on the same map: enlarged to be seen, and labelled so
+    tiny = np.array([0.05, 0.02])
+    big = reparam_map(coords, labels, ["a", "b"], "raw", 7, points, tiny, seed=3)
+    times = ellipse_scale(tiny, float(np.ptp(coords, axis=0).max()))
+    assert times in (5, 10, 20)
+    ellipse = big.data[[t.name for t in big.data].index("1σ")]
+    assert np.ptp(ellipse.x) == pytest.approx(2 * 0.05 * times, rel=1e-2)
+    assert [a.text for a in big.layout.annotations] == [f"q(z|x) 1σ, 2σ drawn ×{times}"]
+    true_size = reparam_map(coords, labels, ["a", "b"], "raw", 7, points, tiny, seed=3,
+                            ellipse_times=1)
+    ellipse = true_size.data[[t.name for t in true_size.data].index("1σ")]
+    assert np.ptp(ellipse.x) == pytest.approx(2 * 0.05, rel=1e-2)
+    assert ellipse_scale(np.array([1.0, 1.0]), 8.0) == 1
 
     no_ellipse = reparam_map(coords, labels, ["a", "b"], "pca", 7, points, None, seed=0)
     assert "1σ" not in [t.name for t in no_ellipse.data] and no_ellipse.layout.showlegend

@@ -12,6 +12,7 @@ from explorer.compare import comparable, default_curve_runs, rate_points, warmup
 from explorer.lesson_charts import rate_distortion_figure, warmup_figure
 from explorer.runs import openable_runs
 from explorer.text import md
+from explorer.verdicts import rate_distortion_note
 
 
 def main() -> None:
@@ -40,8 +41,10 @@ def main() -> None:
     st.plotly_chart(fig, key="rate_distortion")
     st.caption(f"Final test-set terms of {len(shown)} VAE runs on {md(shown[0].dataset)}. Down = "
                "sharper reconstructions, left = less information in z. Dotted lines: equal "
-               "−ELBO (recon + KL). ◆ = trained with KL warm-up.")
-    ui.download_figure(fig, "rate-distortion", "dl_rd")
+               "−ELBO (recon + KL). ◆ = trained with KL warm-up. "
+               + md(rate_distortion_note(shown)))
+    ui.download_figure(fig, "rate-distortion", "dl_rd",
+                       "Rate vs distortion (test set, nats per sample)")
     for note in notes + problems:
         st.caption(f"Not shown: {md(app_shared.public_message(note))}")
     table = pd.DataFrame([{"run": p.name, "β": p.beta, "warm-up (epochs)": p.kl_warmup,
@@ -65,7 +68,8 @@ def main() -> None:
         st.caption("β per epoch as used in the objective (the ramp is per batch; the value at "
                    "the end of each epoch is shown). While β is small the KL is cheap and "
                    "rises; as β reaches its value the optimiser gives some of it back.")
-        ui.download_figure(curve_fig, "warmup-curves", "dl_warmup")
+        ui.download_figure(curve_fig, "warmup-curves", "dl_warmup",
+                           "Training curves and KL warm-up")
 
 
 main()

@@ -8,12 +8,13 @@ import streamlit as st
 
 from app import shared as app_shared
 from app import teaching as ui
-from explorer.compare import default_pair, pick_inputs, prior_fit
+from explorer.compare import default_pair, pick_inputs, prior_fits
 from explorer.generation import prior_samples, reconstruct
 from explorer.inference import available_projections, map_coords
 from explorer.lesson_figures import lesson_map
 from explorer.runs import file_stamp, openable_runs
-from explorer.text import md
+from explorer.text import md, plot_text
+from explorer.verdicts import compare_verdict
 from training import rundir
 
 N_INPUTS = 8
@@ -47,7 +48,8 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
                + ("; the dashed circle holds 95% of the prior N(0, I): where the samples "
                   "below come from." if projection == "raw" and run.model.latent_dim == 2
                   else "."))
-    ui.download_figure(fig, f"{entry.name}-latent-map", f"dl_map_{side}")
+    ui.download_figure(fig, f"{entry.name}-latent-map", f"dl_map_{side}",
+                       f"{plot_text(entry.name)} ({kind}): latent means μ(x) of the test set")
 
     recon = reconstructions(path, tuple(indices), file_stamp(path, rundir.WEIGHTS_FILE))
     ui.show_grid(recon, caption=f"Reconstructions by {entry.name}", cols=N_INPUTS)
@@ -56,7 +58,7 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     z, samples = prior_samples(run.model, N_PRIOR, seed)
     ui.show_grid(samples, caption=f"{N_PRIOR} decoded draws z ~ N(0, I)", cols=8)
     ui.download_images(samples, f"{entry.name}-prior-samples", f"dl_prior_{side}")
-    fit = prior_fit(latents["mu"])
+    fit, active_fit, n_dead = prior_fits(latents["mu"], is_vae)
     c1, c2, c3 = st.columns(3)
     c1.metric("Fit to N(0, I), nats", f"{fit.gaussian_kl:.2f}",
               help="KL from a Gaussian fitted to the test codes to the prior N(0, I): 0 when "
@@ -66,7 +68,7 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     c3.metric("Codes reached", f"{100 * fit.coverage:.0f}%",
               help=f"Share of test codes with a prior draw nearby ({100 * fit.prior_hits:.0f}% "
                    f"of the prior draws land near some code)")
-    (st.success if is_vae else st.warning)(fit.explanation(is_vae))
+    ui.show_verdict(compare_verdict(fit, is_vae, active_fit, n_dead))
 
 
 def main() -> None:

@@ -13,10 +13,12 @@ from explorer.iwae import estimate_bounds
 from explorer.iwae import sample_curve as iwae_sample_curve
 from explorer.lesson_charts import gap_histogram, iwae_curve_figure
 from explorer.runs import file_stamp
+from explorer.text import plot_text
 from training import rundir
 
 K_CHOICES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 K_DRAWS = 1000  # draws for the one-sample curve: E[IWAE_k] averages 1000 / k blocks
+MAIN_PAGE_SAMPLES = 64  # app.main_page.MC_SAMPLES: draws behind the main page's ELBO
 MEANING = """
 **What the number means.** log p(x) is the log-likelihood of the image under the model,
 in nats. The ELBO is a lower bound on it; the gap is KL(q(z|x) ‖ p(z|x)), how far the
@@ -47,6 +49,15 @@ def test_set_bounds(path: str, k: int, n: int, seed: int, _stamp: float):
     run = app_shared.get_run(path)
     x = app_shared.get_test_images(path)[:n]
     return estimate_bounds(run.model, x, k, run.info.config.likelihood, seed=seed)
+
+
+def mc_note(elbo: float) -> str:
+    """Why this page's ELBO of a sample differs a little from the main page's."""
+    return (f"Monte-Carlo estimates from {K_DRAWS:,} draws z ~ q(z|x) of this image "
+            f"(ELBO {elbo:.2f} nats). The main page's ELBO of the same sample uses "
+            f"{MAIN_PAGE_SAMPLES} draws (and the KL in closed form), so the two values differ "
+            f"by Monte-Carlo noise (the main page shows its standard error); with "
+            f"{K_DRAWS / MAIN_PAGE_SAMPLES:.0f}x as many draws this one is the more precise.")
 
 
 def main() -> None:
@@ -82,13 +93,15 @@ def main() -> None:
     m3.metric("gap IWAE − ELBO (nats)", f"{one[2] - one[1]:.2f}")
     m4.image(enlarge(image_hwc(images[index]), 96), caption=f"sample {index}",
              output_format="PNG")
+    st.caption(mc_note(one[1]))
     fig = iwae_curve_figure(curve, k)
     st.plotly_chart(fig, key="iwae_curve")
     st.caption(f"From {K_DRAWS} draws z_k ~ q(z|x) of this image: IWAE_K is averaged over the "
                f"{K_DRAWS}/K disjoint blocks of K draws. IWAE_1 is the ELBO; IWAE_K rises with "
                f"K towards log p(x). The ELBO does not depend on K. The dotted line marks "
                f"the chosen K.")
-    ui.download_figure(fig, f"{path.name}-iwae-sample-{index}", "dl_iwae_curve")
+    ui.download_figure(fig, f"{path.name}-iwae-sample-{index}", "dl_iwae_curve",
+                       f"{plot_text(path.name)}, test sample {index}: IWAE_K and the ELBO")
 
     st.subheader(f"Averaged over the first {n} test images")
     bounds = test_set_bounds(str(path), k, n, seed, stamp)
@@ -100,7 +113,8 @@ def main() -> None:
     t4.metric("images with IWAE ≥ ELBO", f"{int((bounds.gap >= -1e-9).sum())}/{len(bounds.gap)}")
     hist = gap_histogram(bounds.gap)
     st.plotly_chart(hist, key="iwae_hist")
-    ui.download_figure(hist, f"{path.name}-iwae-gap-histogram", "dl_iwae_hist")
+    ui.download_figure(hist, f"{path.name}-iwae-gap-histogram", "dl_iwae_hist",
+                       f"{plot_text(path.name)}: IWAE − ELBO, K={k}, {n} test images")
     if len(bounds.gap):
         worst = int(np.argmax(bounds.gap))
         st.caption(f"Largest gap: test image {worst} ({bounds.gap[worst]:.2f} nats): its "

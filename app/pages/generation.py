@@ -8,11 +8,26 @@ import numpy as np
 import streamlit as st
 
 from app import teaching as ui
+from explorer.compare import prior_fits
 from explorer.diagnostics import latent_health
-from explorer.generation import default_span, encode_means, interpolate, prior_samples, traversal
+from explorer.generation import (
+    default_span,
+    encode_means,
+    interpolate,
+    labelled_rows,
+    prior_samples,
+    traversal,
+)
 from explorer.lesson_figures import manifold_figure
+from explorer.text import plot_text
+from explorer.verdicts import prior_samples_note, traversal_note
 
 SEED_KEY = "gen_seed"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def prior_fit_of(mu: np.ndarray, is_vae: bool):
+    return prior_fits(mu, is_vae)
 
 
 def reseed() -> None:
@@ -41,9 +56,8 @@ def main() -> None:
         _, samples = prior_samples(run.model, side * side, seed)
         ui.show_grid(samples, cols=side)
         st.caption(f"{side * side} decoded draws z ~ N(0, I) (seed {seed}): means of "
-                   f"p(x|z), not binarised samples." + ("" if run.model.is_vae else
-                   " This is a plain autoencoder: its codes were never fitted to N(0, I), "
-                   "so these are not samples of anything (see Autoencoder vs VAE)."))
+                   f"p(x|z), not binarised samples.")
+        ui.show_verdict(prior_samples_note(*prior_fit_of(latents["mu"], run.model.is_vae)))
         ui.download_images(samples, f"{path.name}-prior-samples-{seed}", "dl_gen_prior",
                            cols=side)
 
@@ -73,7 +87,8 @@ def main() -> None:
                 rest = "" if dim == 2 else " The other dimensions are held at 0 (the prior mean)."
                 st.caption(f"Each tile is decode(z) at its grid position; the dots are the test "
                            f"set's μ(x) on the same axes.{rest}")
-                ui.download_figure(fig, f"{path.name}-manifold-z{d1}-z{d2}", "dl_manifold")
+                ui.download_figure(fig, f"{path.name}-manifold-z{d1}-z{d2}", "dl_manifold",
+                                   f"{plot_text(path.name)}: decoded manifold over z{d1}, z{d2}")
                 ui.download_images(grid, f"{path.name}-manifold-grid-z{d1}-z{d2}",
                                    "dl_manifold_grid", label="grid PNG")
 
@@ -121,12 +136,16 @@ def main() -> None:
             base = encode_means(run.model, images[[index]])[0]
         dims = order[:rows_n]
         values, trav = traversal(run.model, base, dims, np.linspace(-3, 3, cols_n))
-        ui.show_grid(trav, cols=cols_n)
-        labels = health.describe_dims(dims)
-        st.caption(f"Row r sweeps one dimension from −3 to 3 ({cols_n} values), the others "
-                   f"fixed. Rows ordered by information: {labels}. Dead dimensions change "
-                   f"nothing along their row.")
-        ui.download_images(trav, f"{path.name}-traversal", "dl_trav", cols=cols_n)
+        key = "KL" if health.is_vae else "Var μ"
+        row_labels = [f"z{j} · {key} {health.information[j]:.2f}"
+                      + (" (dead)" if health.dead[j] else "") for j in dims]
+        picture = labelled_rows(trav, row_labels, [f"{v:+.1f}" for v in values])
+        st.image(picture, width="content", clamp=True, output_format="PNG")
+        st.caption(f"Row r sweeps one dimension from −3 to 3 ({cols_n} values, written above "
+                   f"the columns), the others fixed; each row is labelled with its dimension "
+                   f"and its {'mean KL (nats)' if health.is_vae else 'Var μ over the data'}, "
+                   f"most informative first. {traversal_note(health, dims)}")
+        ui.download_picture(picture, f"{path.name}-traversal", "dl_trav")
 
 
 main()

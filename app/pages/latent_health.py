@@ -12,7 +12,8 @@ from explorer.diagnostics import ACTIVE_THRESHOLD, run_health
 from explorer.iwae import estimate_bounds
 from explorer.lesson_charts import latent_health_figure
 from explorer.runs import file_stamp
-from explorer.text import md
+from explorer.text import md, plot_text
+from explorer.verdicts import health_verdicts
 from training import rundir
 from training.data import DataError
 
@@ -55,20 +56,15 @@ def main() -> None:
               "n/a" if health.recon_spread is None else f"{100 * health.recon_spread:.0f}%",
               help="How much the reconstructions vary, relative to how much the inputs vary "
                    "(100% = as much; near 0% = every input gives the same image)")
-    if health.warnings:
-        for warning in health.warnings:
-            st.warning(warning, icon=":material/warning:")
-    else:
-        st.success("Healthy: no collapse, every dimension is active, and the reconstructions "
-                   "vary with the input.", icon=":material/check_circle:")
-    if not health.is_vae:
-        st.info("A plain autoencoder has no KL term, so only the variance test applies.")
+    for verdict in health_verdicts(health):
+        ui.show_verdict(verdict)
     fig = latent_health_figure(health)
     st.plotly_chart(fig, key="health_dims")
     st.caption("Blue: active. Red: dead (Var μ_j ≤ 0.01: the code ignores this dimension). "
                "Orange: active but weak (mean KL below 0.01 nats: almost no information). "
                "Computed on the test set's posteriors saved with the run.")
-    ui.download_figure(fig, f"{path.name}-latent-health", "dl_health")
+    ui.download_figure(fig, f"{path.name}-latent-health", "dl_health",
+                       f"{plot_text(path.name)}: latent health per dimension")
     if health.is_vae:
         order = health.kl_order()
         st.markdown("**Dimensions by information** (mean KL, nats): " + ", ".join(

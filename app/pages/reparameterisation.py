@@ -11,7 +11,9 @@ import streamlit as st
 from app import teaching as ui
 from explorer.generation import enlarge, image_hwc, posterior, reparam_draws
 from explorer.inference import available_projections, map_coords, place_on_map
-from explorer.lesson_figures import reparam_map, reparam_zoom
+from explorer.lesson_figures import ellipse_scale, reparam_map, reparam_zoom
+from explorer.text import plot_text
+from explorer.verdicts import reparam_note, spread_note
 
 EPS_KEY = "reparam_eps_seed"
 MAX_TABLE_DIMS = 16
@@ -61,8 +63,7 @@ def main() -> None:
                  output_format="PNG")
         p3.image(enlarge(image_hwc(one.images[0])), caption=f"decode(z), ε #{seed}",
                  width="stretch", output_format="PNG")
-        st.caption(f"decode(z) differs from decode(μ) by {one.change():.3f} per pixel on average "
-                   f"(grey levels 0..1). Draw a new ε: z moves, and so does the image.")
+        st.caption(reparam_note(one.change(), sigma))
     with left:
         st.subheader("Where z lands")
         projection = available_projections(latents)[0]
@@ -71,30 +72,37 @@ def main() -> None:
         sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
         fig = reparam_map(coords, latents["labels"], run.info.class_names, projection, index,
                           points, sigmas, seed)
+        title = f"{plot_text(path.name)}, test sample {index}: z = μ + σ·ε"
         if sigmas is None:
             st.plotly_chart(fig, key="reparam_map")
             st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws "
                        f"({projection.upper()} view: z placed like any code).")
-            ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map")
+            ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map",
+                               title)
         else:
             whole, close = st.columns(2)
             with whole:
                 st.plotly_chart(fig, key="reparam_map")
-                st.caption(f"The whole map: ○ μ of sample {index}.")
+                times = ellipse_scale(sigmas, float(np.max(np.ptp(coords, axis=0))))
+                st.caption(f"The whole map: ○ μ of sample {index}" + (
+                    f"; its 1σ/2σ ellipses are drawn {times} times their size, or they "
+                    f"would be too small to see (true size on the right)." if times > 1
+                    else "; the ellipses are q(z|x) at 1σ and 2σ."))
                 ui.download_figure(fig, f"{path.name}-reparameterisation-{index}",
-                                   "dl_reparam_map")
-            zoom = reparam_zoom(fig, points[0], sigmas, seed)
+                                   "dl_reparam_map", title)
+            true_size = reparam_map(coords, latents["labels"], run.info.class_names,
+                                    projection, index, points, sigmas, seed, ellipse_times=1)
+            zoom = reparam_zoom(true_size, points[0], sigmas, seed)
             with close:
                 st.plotly_chart(zoom, key="reparam_zoom")
                 st.caption(f"Zoomed to μ ± 3σ: ★ z = μ + σ·ε, red line σ·ε, × {n_draws} more "
                            f"draws, ellipses at 1σ (solid) and 2σ (dotted) of q(z|x).")
                 ui.download_figure(zoom, f"{path.name}-reparameterisation-zoom-{index}",
-                                   "dl_reparam_zoom")
+                                   "dl_reparam_zoom", f"{title}, zoomed to μ ± 3σ")
     st.subheader(f"{n_draws} draws of z ~ q(z|x), decoded")
     ui.show_grid(many.images, cols=min(16, n_draws))
-    st.caption(f"Each image is decode(μ + σ·ε) for its own ε. Pixel standard deviation across "
-               f"the draws: {many.pixel_spread:.3f} on average: the posterior's spread, seen "
-               f"in image space. A confident encoder (small σ) gives near-identical images.")
+    st.caption(spread_note(many.pixel_spread) if n_draws > 1 else
+               "One draw: pick more to see the posterior's spread.")
     ui.download_images(many.images, f"{path.name}-posterior-draws-{index}", "dl_reparam_draws")
 
 
