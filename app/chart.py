@@ -48,6 +48,8 @@ TEMPLATE: dict[str, Any] = {"layout": {
     "hoverlabel": {"bgcolor": "white", "bordercolor": "#e6eaf1", "font": {"color": "#31333f"}},
 }}
 _TEMPLATE_JSON = json.dumps(TEMPLATE)
+# presenter mode (app/presenter.py): the same, with text a projector's back row can read
+_PRESENTER_TEMPLATE_JSON = json.dumps({"layout": {**TEMPLATE["layout"], "font": {"size": 16}}})
 
 
 def bundled_plotly_version(path: Path = ASSETS / LIBRARY) -> str | None:
@@ -82,10 +84,23 @@ def fits_light_build(fig: go.Figure) -> bool:
     return all(trace.type in LIGHT_TRACE_TYPES for trace in fig.data)
 
 
-def plotly_chart(fig: go.Figure, key: str, on_select: Callable[[], None] | None = None,
+class PreparedChart:
+    """A figure with its JSON made once: for figures cached and shared by every session
+    (``fig.to_json()`` costs milliseconds of validation per call). Read-only."""
+
+    def __init__(self, fig: go.Figure):
+        self.fig = fig
+        self.spec = fig.to_json()
+
+
+def plotly_chart(fig: go.Figure | PreparedChart, key: str,
+                 on_select: Callable[[], None] | None = None,
                  config: dict[str, Any] | None = None) -> None:
     """Draw ``fig`` (light build when it fits, else ``st.plotly_chart``). ``on_select`` runs
     when a point is clicked; the chart's state is then in ``st.session_state[key]``."""
+    spec = None
+    if isinstance(fig, PreparedChart):
+        fig, spec = fig.fig, fig.spec
     config = {"displaylogo": False, **(config or {})}
     if not (fits_light_build(fig) and _light_build_checked()):
         kwargs: dict[str, Any] = {}
@@ -101,7 +116,10 @@ def plotly_chart(fig: go.Figure, key: str, on_select: Callable[[], None] | None 
     height = int(fig.layout.height or DEFAULT_HEIGHT)
     # Strings and ints only: Streamlit checks every other argument for being a dataframe,
     # and that check imports pandas (0.65 s of the first page on this machine).
-    component(spec=fig.to_json(), template=_TEMPLATE_JSON, config=json.dumps(config),
+    from app import presenter
+
+    template = _PRESENTER_TEMPLATE_JSON if presenter.is_on() else _TEMPLATE_JSON
+    component(spec=spec or fig.to_json(), template=template, config=json.dumps(config),
               height=height, key=key, default=None, on_change=on_select)
 
 

@@ -47,6 +47,7 @@ PROJECTION_NAMES = {"raw": "latent axes", "pca": "PCA", "tsne": "t-SNE"}
 SAMPLE_KEY = "sample_index"
 LENS_KEY = "lens"
 Z_VERSION_KEY = "_z_version"  # bumped whenever Python (not the browser) sets z
+BROWSER_DECODES_KEY = "_lens_wasm"  # the lens last reported decoding in the browser
 MC_SAMPLES = 64
 MAP_HEIGHT = 440  # CSS px of the lens's map
 AXIS_TITLES = {"raw": ("z₀", "z₁"), "pca": ("PCA 1", "PCA 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
@@ -85,6 +86,9 @@ def adopt_lens_value() -> None:
     value = state.get("update") if hasattr(state, "get") else None
     if not isinstance(value, dict):
         return
+    # a browser that decodes itself needs no server image (a class on one server: each
+    # release then costs no decode and no PNG); one that reports anything else gets it
+    st.session_state[BROWSER_DECODES_KEY] = value.get("runtime") == "wasm"
     if value.get("source") == "click" and isinstance(value.get("selected"), int):
         st.session_state[SAMPLE_KEY] = int(value["selected"])
         return
@@ -171,7 +175,9 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
     elif st.session_state.get(SAMPLE_KEY, selected) != selected:
         st.rerun()  # the lens selected another sample: the whole page follows
     z = decoder.clamp(current_z(dim))
-    frame = decoder.render(z)
+    server_png = None
+    if not st.session_state.get(BROWSER_DECODES_KEY):
+        server_png = figures.data_uri(decoder.render(z).decoded_png)
     url, sha = app_shared.get_decoder_link(path)
     sigma = None
     if show_sigma and "logvar" in latents and projection == "raw":
@@ -184,7 +190,7 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
         latent_dim=dim, z=z.tolist(),
         z_version=int(st.session_state.get(Z_VERSION_KEY, 0)), lo=decoder.lo, hi=decoder.hi,
         order=decoder.order, visible=min(dim, 8), slider_help=decoder.slider_help(),
-        server_png=figures.data_uri(frame.decoded_png), projection=projection,
+        server_png=server_png, projection=projection,
         xy=decoder.coords, labels=latents["labels"], class_names=info.class_names,
         recon_nats=latents["recon"], kl_nats=latents["kl"],
         pca_mean=latents.get("pca_mean") if projection == "pca" else None,
@@ -192,14 +198,15 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
         mu=latents["mu"] if projection == "tsne" else None, selected=selected, sigma=sigma,
         upload_xy=upload_xy, x_title=x_title, y_title=y_title, height=MAP_HEIGHT,
         on_change=adopt_lens_value)
-    st.caption(f"log p(z) = {frame.log_prior:.2f} nats under the prior N(0, I) "
+    st.caption(f"log p(z) = {decoder.log_prior(z):.2f} nats under the prior N(0, I) "
                f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical), "
                f"for the z last released.")
-    decode_buttons(path, projection, selected)
 
 
 def decode_buttons(path: str, projection: str, selected: int) -> None:
-    """Start points for z. Inside the lens's fragment: a click reruns only the lens."""
+    """Start points for z, below the lens and outside its fragment: a release reruns only
+    the lens (five elements fewer to send per move, for a class on one server); a click
+    here, rarer, reruns the page."""
     decoder = app_shared.get_live_decoder(path, projection)
     dim = decoder.latent_dim
     mu_selected = decoder.latents["mu"][selected]
@@ -228,19 +235,20 @@ RECON_CAPTIONS = {  # what the reconstruction image is, by what the decoder outp
 
 
 def elbo_panel(terms, likelihood: str, title: str, key: str,
-               decoder_output: str = "logits") -> None:
+               decoder_output: str = "logits",
+               pngs: tuple[bytes, bytes, bytes] | None = None) -> None:
+    """The ELBO terms of one image; ``pngs`` (input, reconstruction, difference) when
+    already made (the shared cache), else made here."""
     st.markdown(f"**{title}**")
     c1, c2, c3 = st.columns(3)
-    scale = figures.scale_for(terms.x.shape[0], 160)
+    x_png, recon_png, diff_png = pngs or figures.elbo_images(terms.x, terms.recon_image)
     with c1:
-        show_image(figures.png_bytes(terms.x, scale), "input x", f"{key} input")
+        show_image(x_png, "input x", f"{key} input")
     with c2:
-        show_image(figures.png_bytes(terms.recon_image, scale),
-                   RECON_CAPTIONS.get(decoder_output, RECON_CAPTIONS["logits"]),
+        show_image(recon_png, RECON_CAPTIONS.get(decoder_output, RECON_CAPTIONS["logits"]),
                    f"{key} reconstruction")
     with c3:
-        show_image(figures.png_bytes(figures.difference_rgb(terms.x, terms.recon_image), scale),
-                   "difference (red: too bright, blue: too dark)", f"{key} difference")
+        show_image(diff_png, "difference (red: too bright, blue: too dark)", f"{key} difference")
     m1, m2, m3 = st.columns(3)
     if terms.is_vae:
         m1.metric("reconstruction E_q[−log p(x|z)]", f"{terms.recon:.2f} nats",
@@ -438,6 +446,7 @@ def explorer_page(path: Path) -> None:
     if upload is not None and upload.terms is not None:
         upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]  # (2,)
     lens_panel(key, projection, selected, show_sigma, upload_xy)
+    decode_buttons(key, projection, selected)
 
     if test_images is None and not images_error:
         test_images = load_images()
@@ -452,16 +461,14 @@ def explorer_page(path: Path) -> None:
                          f"{md(images_error)}")
     with tab_elbo:
         if test_images is not None:
-            terms = sample_terms(model, test_images[selected], MC_SAMPLES)
+            panel = app_shared.get_sample_panel(key, projection, selected, MC_SAMPLES)
             label = int(latents["labels"][selected])
             name = info.class_names[label] if label < len(info.class_names) else str(label)
-            elbo_panel(terms, info.config.likelihood,
+            elbo_panel(panel.terms, info.config.likelihood,
                        f"Test sample {selected} (label {md(name)})", "sample",
-                       info.decoder_output)
-            if terms.is_vae:
-                decoder = app_shared.get_live_decoder(key, projection)
-                app_chart.plotly_chart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
-                                                             decoder.mean_kl), key="kl_bars")
+                       info.decoder_output, panel.pngs)
+            if panel.kl_chart is not None:
+                app_chart.plotly_chart(panel.kl_chart, key="kl_bars")
     with tab_upload:
         if test_images is not None:
             upload_section(model, upload, key, projection)

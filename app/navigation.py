@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import main_page
+from app import main_page, presenter
 from app.shared import FAVICON
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
@@ -39,10 +39,14 @@ def _file_page(entry: tuple[str, str, str, str]) -> st.Page:
 
 def run_pages() -> None:
     """Lay out the navigation and run the page the URL asks for."""
-    st.set_page_config(page_title="VAE Latent Explorer", page_icon=FAVICON, layout="wide")
+    # a projector link (?present=1) opens with the sidebar folded away: the whole width
+    st.set_page_config(page_title="VAE Latent Explorer", page_icon=FAVICON, layout="wide",
+                       initial_sidebar_state="collapsed" if presenter.from_url() else "auto")
     pages = {
         "Explore": [explorer_page()],
         "Lessons": [_file_page(entry) for entry in LESSONS],
         "Your own runs": [_file_page(TRAIN)],
     }
-    st.navigation(pages).run()
+    page = st.navigation(pages)
+    presenter.sidebar_toggle()
+    page.run()

@@ -36,6 +36,7 @@ import re
 import sys
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,9 @@ import numpy as np
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from app.chart import PreparedChart
 from explorer import figures
-from explorer.inference import available_projections
+from explorer.inference import SampleTerms, available_projections, sample_terms
 from explorer.live import LiveDecoder, build_live_decoder
 from explorer.model_files import MODEL_PREFIX, model_url
 from explorer.onnx_model import OnnxModel, load_onnx_model
@@ -222,14 +224,42 @@ def get_decoder_link(path: str | os.PathLike) -> tuple[str, str]:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _curves_figure(path: str, stamp: float):
-    return figures.training_curves_figure(get_metrics(path))
+def _curves_figure(path: str, stamp: float) -> PreparedChart:
+    return PreparedChart(figures.training_curves_figure(get_metrics(path)))
 
 
 def get_curves_figure(path: str | os.PathLike):
     """The training curves figure per run (rebuilt when metrics.jsonl changes); shared,
     read-only once built."""
     return _curves_figure(str(path), file_stamp(path, rundir.METRICS_FILE))
+
+
+@dataclass(frozen=True)
+class SamplePanel:
+    """The ELBO panel of one test sample: its terms, the three PNGs, the KL bars."""
+    terms: SampleTerms
+    pngs: tuple[bytes, bytes, bytes]  # input, reconstruction, difference
+    kl_chart: PreparedChart | None  # None for an autoencoder
+
+
+@st.cache_resource(max_entries=512, show_spinner=False)
+def _sample_panel(path: str, projection: str, selected: int, samples: int,
+                  stamp: tuple[float, float]) -> SamplePanel:
+    terms = sample_terms(get_model(path), get_test_arrays(path)[selected], samples)
+    kl_chart = None
+    if terms.is_vae:
+        decoder = get_live_decoder(path, projection)
+        kl_chart = PreparedChart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
+                                                       decoder.mean_kl))
+    return SamplePanel(terms, figures.elbo_images(terms.x, terms.recon_image), kl_chart)
+
+
+def get_sample_panel(path: str | os.PathLike, projection: str, selected: int,
+                     samples: int) -> SamplePanel:
+    """The main page's ELBO panel for test sample ``selected``, made once per run and
+    sample and shared by every session (a class opening the same sample pays once).
+    Raises :class:`training.data.DataError` when the test images cannot be loaded."""
+    return _sample_panel(str(path), projection, int(selected), samples, run_stamp(path))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -241,7 +271,7 @@ def _film(path: str, stamp: tuple[float, float, float]) -> tuple[Any, str]:
                      info.class_names)
     if film is None:
         return None, ""
-    figure = film_figure(film, list(get_metrics(path)))
+    figure = PreparedChart(film_figure(film, list(get_metrics(path))))
     every = (f" {len(film.epochs)} of its {film.total_epochs} epochs are shown, evenly "
              f"spread." if len(film.epochs) < film.total_epochs else "")
     return figure, film.note + every

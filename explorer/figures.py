@@ -118,6 +118,15 @@ def label_traces(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
 
 # --------------------------------------------------------------------------- ELBO panel
 
+def elbo_images(x: np.ndarray, recon_image: np.ndarray, target: int = 160
+                ) -> tuple[bytes, bytes, bytes]:
+    """The ELBO panel's three PNGs: input, reconstruction, and their signed difference
+    (:func:`difference_rgb`), each (H, W, C) in [0, 1] upscaled to about ``target`` px."""
+    scale = scale_for(x.shape[0], target)
+    return (png_bytes(x, scale), png_bytes(recon_image, scale),
+            png_bytes(difference_rgb(x, recon_image), scale))
+
+
 def elbo_latex(recon: float, kl: float) -> str:
     """The ELBO written out with one sample's numbers filled in (nats), for ``st.latex``:
     ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) = -recon - KL."""
@@ -167,8 +176,10 @@ def training_curves_figure(metrics: list[dict[str, Any]], height: int = 300) -> 
                                      hovertemplate=f"epoch %{{x}}: %{{y:.2f}} nats"
                                                    f"<extra>{split}</extra>"),
                           row=1, col=col)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", y=-0.2))
+    # the legend above the panels, right: below them it would cover the "epoch" titles
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.12,
+                                  yanchor="bottom"))
     fig.update_xaxes(title_text="epoch", gridcolor="#eee")
     fig.update_yaxes(gridcolor="#eee")
     fig.update_yaxes(title_text="nats per sample", row=1, col=1)

@@ -127,15 +127,17 @@ def film_figure(film: Film, metrics: list[dict[str, Any]], height: int = 480,
         for c in classes:
             idx = np.flatnonzero(labels == c)
             name = film.class_names[c] if c < len(film.class_names) else str(c)
+            # plain lists: plotly.js decodes base64 arrays (what numpy arrays become) in
+            # the figure's data but not in animation frames, which then draw nothing
             traces.append(go.Scatter(
-                x=xy[e, idx, 0], y=xy[e, idx, 1], mode="markers", name=plot_text(name),
-                customdata=keep[idx], marker=dict(size=4, color=class_colour(c), opacity=0.7),
+                x=np.round(xy[e, idx, 0], 4).tolist(), y=np.round(xy[e, idx, 1], 4).tolist(),
+                mode="markers", name=plot_text(name), customdata=keep[idx].tolist(), marker=dict(size=4, color=class_colour(c), opacity=0.7),
                 hovertemplate=f"{plot_text(name)}<extra></extra>", xaxis="x", yaxis="y"))
         return traces
 
     for trace in map_traces(shown):
         fig.add_trace(trace, row=1, col=1)
-    panels = ((1, "x2", "y2", (("test_loss", "−ELBO", "#31333f"),
+    panels = ((1, "x2", "y2", (("test_loss", "−ELBO", "#8c8c99"),  # grey: light and dark
                                ("test_recon", "reconstruction", "#4e79a7"))),
               (2, "x3", "y3", (("test_kl", "KL", "#e15759"),)))
     spans: dict[int, tuple[float, float]] = {}

@@ -61,12 +61,17 @@ class LiveDecoder:
         return [f"latent dimension {j}; test-set mean KL {kl:.2f} nats"
                 for j, kl in enumerate(self.mean_kl)]
 
+    @staticmethod
+    def log_prior(z: np.ndarray) -> float:
+        """log N(z; 0, I) in nats."""
+        z64 = np.asarray(z, dtype=np.float64)
+        return float(-0.5 * (z64 ** 2).sum() - 0.5 * len(z64) * LOG_2PI)
+
     def render(self, z: np.ndarray) -> LiveFrame:
         """Decode ``z`` (D,) on the server and score it under the prior."""
         z = np.asarray(z, dtype=np.float32)
         image = decode_mean(self.model, z)  # (H, W, C)
-        log_prior = float(-0.5 * (z.astype(np.float64) ** 2).sum() - 0.5 * len(z) * LOG_2PI)
-        return LiveFrame(decoded_png=png_bytes(image, scale=1), log_prior=log_prior)
+        return LiveFrame(decoded_png=png_bytes(image, scale=1), log_prior=self.log_prior(z))
 
 
 def build_live_decoder(model: OnnxModel, latents: dict[str, np.ndarray],

@@ -94,7 +94,7 @@ def describe_run(path: str | os.PathLike) -> RunEntry:
         problem = f"cannot be read: {rundir.describe_os_error(exc)}"
     if not problem and not info.is_imported:
         try:
-            validate.read_metrics(path)
+            validate.check_metrics(path)
         except rundir.RunDirError as exc:
             note = _problem(exc)
     return RunEntry(path=path, modified=modified, status=info.status,

@@ -252,8 +252,12 @@ def test_training_curves_are_drawn_when_their_tab_opens(open_app):
     assert charts.count() == 1
     page.get_by_role("tab", name="Watch it learn").click()
     page.get_by_text("Nats per sample, per epoch").wait_for(timeout=WAIT_MS)
-    charts.nth(1).wait_for(timeout=WAIT_MS)
-    curves = page.frame_locator(CHARTS).nth(1)
+    charts.nth(2).wait_for(timeout=WAIT_MS)
+    film = page.frame_locator(CHARTS).nth(1)  # the training film, then the curves
+    film.locator(DRAWN).first.wait_for(timeout=WAIT_MS)
+    assert film.get_by_text("latent map").count() >= 1
+    assert film.get_by_text("play").count() >= 1  # its play button
+    curves = page.frame_locator(CHARTS).nth(2)
     curves.locator(DRAWN).first.wait_for(timeout=WAIT_MS)
     assert curves.get_by_text("−ELBO = recon + KL").count() >= 1  # the third panel's title
     page.get_by_role("tab", name=re.compile(r"ELBO of sample \d+")).click()

@@ -192,8 +192,11 @@ def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev
 
 
-def _cached(kind: str, key: tuple, compute: Callable[[], T], weight: int) -> T:
-    """``compute()`` once per ``key``; a RunDirError it raises is cached as well."""
+def _cached(kind: str, key: tuple, compute: Callable[[], T], weight: int,
+            copy_result: bool = True) -> T:
+    """``compute()`` once per ``key``; a RunDirError it raises is cached as well. The
+    caller gets a deep copy unless ``copy_result`` is False (it only checks, or only
+    reads and promises not to change what it gets)."""
     from training.rundir import RunDirError
 
     full_key = (kind, *key)
@@ -206,7 +209,8 @@ def _cached(kind: str, key: tuple, compute: Callable[[], T], weight: int) -> T:
         _cache.put(full_key, value, weight)
     if isinstance(value, _Refused):
         raise _error(value.path, value.problem)
-    return copy.deepcopy(value)  # callers may change what they get (the CLI does)
+    # callers may change what they get (the CLI does)
+    return copy.deepcopy(value) if copy_result else value
 
 
 def check_regular(path: Path) -> os.stat_result:
@@ -616,7 +620,14 @@ def check_metrics_row(row: Any, latent_dim: int) -> tuple[dict[str, Any] | None,
     return clean, None
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def check_metrics(run_dir: str | os.PathLike) -> None:
+    """:func:`read_metrics`'s checks (cached), without copying the rows: the run list
+    calls it for every run on every page."""
+    read_metrics(run_dir, copy_result=False)
+
+
+def read_metrics(run_dir: str | os.PathLike, copy_result: bool = True
+                 ) -> list[dict[str, Any]]:
     """Every row of ``metrics.jsonl`` (a missing file is an empty list), each checked:
     a bad row refuses the whole file with a line naming the row (the curves of a run with
     a bad row are not drawn; no row is skipped silently). Rows keep only the known keys."""
@@ -653,7 +664,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
     config_stamp = file_stamp(run_dir / "config.json")
     return _cached("metrics", (str(path), stamp, config_stamp), compute,
-                   min(stamp[1], MAX_METRICS_BYTES) * 4)
+                   min(stamp[1], MAX_METRICS_BYTES) * 4, copy_result)
 
 
 # --------------------------------------------------------------------------- latents.npz

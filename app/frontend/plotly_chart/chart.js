@@ -12,6 +12,8 @@
   "use strict";
   let pending = null;  // the newest render args, kept until plotly.js has loaded
   let shownSpec = null;
+  let shownTheme = "";
+  let pendingTheme = null;
   let clicks = 0;
   let listening = false;
   let height = 0;
@@ -78,17 +80,56 @@
              box: [], lasso: [] };
   }
 
-  function draw(args) {
-    if (args.spec === shownSpec) return;
+  // Streamlit's dark theme: the figures are made for white paper (plot_bgcolor "white",
+  // light grey grids); repaint their backgrounds, grids, text and buttons from the theme.
+  function darken(layout, theme) {
+    const bg = theme.backgroundColor || "#0e1117";
+    const text = theme.textColor || "#fafafa";
+    const grid = "rgba(250, 250, 250, 0.12)";
+    layout.paper_bgcolor = "rgba(0,0,0,0)";
+    layout.plot_bgcolor = bg;
+    layout.font = Object.assign({}, layout.font, { color: text });
+    for (const name of Object.keys(layout)) {
+      if (!/^[xy]axis\d*$/.test(name)) continue;
+      layout[name] = Object.assign({}, layout[name], {
+        gridcolor: grid, linecolor: grid, zerolinecolor: "rgba(250, 250, 250, 0.25)",
+        tickfont: Object.assign({}, (layout[name] || {}).tickfont, { color: text }) });
+    }
+    for (const menu of layout.updatemenus || []) {
+      menu.bgcolor = theme.secondaryBackgroundColor || "#262730";
+      menu.bordercolor = grid;
+      menu.font = Object.assign({}, menu.font, { color: text });
+    }
+    for (const slider of layout.sliders || []) {
+      slider.bgcolor = theme.secondaryBackgroundColor || "#262730";
+      slider.bordercolor = grid;
+      slider.tickcolor = text;
+      if (!(slider.font && slider.font.color === "rgba(0,0,0,0)")) {
+        slider.font = Object.assign({}, slider.font, { color: text });
+      }
+      slider.currentvalue = Object.assign({}, slider.currentvalue, {
+        font: Object.assign({}, (slider.currentvalue || {}).font, { color: text }) });
+    }
+    if (layout.template && layout.template.layout) {
+      layout.template.layout.hoverlabel = { bgcolor: bg, bordercolor: grid, font: { color: text } };
+    }
+  }
+
+  function draw(args, theme) {
+    const themeKey = theme ? theme.base + (theme.backgroundColor || "") : "";
+    if (args.spec === shownSpec && themeKey === shownTheme) return;
     shownSpec = args.spec;
+    shownTheme = themeKey;
     const figure = JSON.parse(args.spec);
     const layout = figure.layout || {};
     // Streamlit's own template only holds placeholder colours its frontend fills in
     if (args.template) layout.template = JSON.parse(args.template);
+    if (theme && theme.base === "dark") darken(layout, theme);
     const chart = document.getElementById("chart");
     chart.style.height = args.height + "px";
     if (page && !(layout.font && layout.font.family)) {
       layout.font = Object.assign({ family: page.family, color: page.color }, layout.font);
+      if (theme && theme.textColor) layout.font.color = theme.textColor;
     }
     // frames (an animated figure: the training film) travel with the figure; its
     // play button and epoch slider then animate in the browser
@@ -111,13 +152,13 @@
     if (!data || data.type !== "streamlit:render") return;
     const args = data.args || {};
     setHeight(args.height);  // at once, so the page does not jump when the chart appears
-    if (window.Plotly) draw(args); else pending = args;
+    if (window.Plotly) draw(args, data.theme); else { pending = args; pendingTheme = data.theme; }
   });
 
   const page = borrowFonts();
   const script = document.createElement("script");
   script.src = "plotly-basic.min.js";
-  script.onload = function () { if (pending) { draw(pending); pending = null; } };
+  script.onload = function () { if (pending) { draw(pending, pendingTheme); pending = null; } };
   script.onerror = function () {
     problem("The chart library (plotly-basic.min.js) could not be loaded from the server.");
   };

@@ -3,7 +3,7 @@
  * decoded image, decoded in the browser with onnxruntime-web (WebAssembly, one thread)
  * on every pointer/key event, at most once per animation frame. Python hears from it
  * only when an interaction ends (slider release, pointer leaving the map, a click),
- * once per ~150 ms burst: setStateValue('update', {z, selected, source, event}).
+ * once per ~150 ms burst: setStateValue('update', {z, selected, source, event, runtime}).
  *
  * Contract with app/lens/__init__.py: `data` is lens_data()'s dict. Streamlit calls the
  * default export again with the same parentElement whenever `data` changes; everything
@@ -637,7 +637,7 @@ class Lens {
     this.remember();
     this.setStateValue('update', {
       z: Array.from(this.z), selected: this.selected == null ? null : this.selected,
-      source, event: this.counter,
+      source, event: this.counter, runtime: this.runtime,
     });
   }
 
@@ -788,25 +788,41 @@ class Lens {
     return [Math.min(x1, Math.max(x0, x)), Math.min(y1, Math.max(y0, y))];
   }
 
+  /** The theme's colours as rgb() strings (the CSS variables in lens.css follow
+   * Streamlit's light or dark theme); resolved through a probe element, once per base draw. */
+  themeColours() {
+    if (!this.probe) { this.probe = el('span', 'lens-probe', this.root); this.probe.hidden = true; }
+    const out = {};
+    for (const name of ['bg', 'grid', 'axis', 'muted', 'text', 'halo', 'ring']) {
+      this.probe.style.color = `var(--lens-${name})`;
+      out[name] = getComputedStyle(this.probe).color;
+    }
+    // presenter mode (app/presenter.py) sets --lens-canvas-font-scale on the root
+    const scale = parseFloat(getComputedStyle(this.root).getPropertyValue('--lens-canvas-font-scale'));
+    out.font = (px) => `${Math.round(px * (scale > 0 ? scale : 1))}px sans-serif`;
+    return out;
+  }
+
   drawBase() {
     const t0 = performance.now();
     const { w, h, dpr } = this.size;
     const map = this.map;
+    const col = this.colours = this.themeColours();
     const ctx = this.baseCanvas.getContext('2d');
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const [x0, x1, y0, y1] = map.range;
     const left = MARGIN.left; const top = MARGIN.top;
     const right = w - MARGIN.right; const bottom = h - MARGIN.bottom;
-    ctx.fillStyle = '#ffffff';
+    ctx.fillStyle = col.bg;
     ctx.fillRect(left, top, right - left, bottom - top);
-    ctx.font = '11px sans-serif';
+    ctx.font = col.font(11);
     ctx.lineWidth = 1;
     const xt = ticks(x0, x1, Math.max(2, Math.round((right - left) / 90)));
     const yt = ticks(y0, y1, Math.max(2, Math.round((bottom - top) / 60)));
     const xs = xt.length > 1 ? xt[1] - xt[0] : 1; const ys = yt.length > 1 ? yt[1] - yt[0] : 1;
-    ctx.strokeStyle = '#e6eaf1';
-    ctx.fillStyle = '#808495';
+    ctx.strokeStyle = col.grid;
+    ctx.fillStyle = col.muted;
     ctx.textAlign = 'center'; ctx.textBaseline = 'top';
     for (const v of xt) {
       const x = Math.round(this.px(v)) + 0.5;
@@ -819,10 +835,10 @@ class Lens {
       ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(right, y); ctx.stroke();
       ctx.fillText(tickText(v, ys), left - 5, y);
     }
-    ctx.strokeStyle = '#d5dae4';
+    ctx.strokeStyle = col.axis;
     ctx.strokeRect(left + 0.5, top + 0.5, right - left - 1, bottom - top - 1);
-    ctx.fillStyle = '#31333f';
-    ctx.font = '12px sans-serif';
+    ctx.fillStyle = col.text;
+    ctx.font = col.font(12);
     ctx.textAlign = 'center'; ctx.textBaseline = 'bottom';
     if (map.xTitle) ctx.fillText(map.xTitle, (left + right) / 2, h - 2);
     if (map.yTitle) {
@@ -883,13 +899,14 @@ class Lens {
     ctx.beginPath();
     ctx.rect(MARGIN.left, MARGIN.top, w - MARGIN.left - MARGIN.right, h - MARGIN.top - MARGIN.bottom);
     ctx.clip();
+    const col = this.colours || this.themeColours();
     const sel = this.selected;
     if (sel != null && sel < m.n) {
       const x = this.px(m.xy[2 * sel]); const y = this.py(m.xy[2 * sel + 1]);
       if (this.sigma && m.projection === 'raw') {
-        for (const k of [1, 2]) { // 1σ solid, 2σ dashed, each on a white halo
+        for (const k of [1, 2]) { // 1σ solid, 2σ dashed, each on a halo
           ctx.setLineDash(k === 1 ? [] : [5, 4]);
-          for (const [colour, width] of [['rgba(255,255,255,0.9)', 3.5], ['#4e79a7', 1.6]]) {
+          for (const [colour, width] of [[col.halo, 3.5], [col.ring, 1.6]]) {
             ctx.strokeStyle = colour; ctx.lineWidth = width;
             ctx.beginPath();
             ctx.ellipse(x, y, Math.max(0.5, k * this.sigma[0] * this.sx),
@@ -899,24 +916,25 @@ class Lens {
         }
         ctx.setLineDash([]);
       }
-      ctx.lineWidth = 2.5; ctx.strokeStyle = '#ffffff';
+      ctx.lineWidth = 2.5; ctx.strokeStyle = col.bg;
       ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI); ctx.stroke();
-      ctx.lineWidth = 1.8; ctx.strokeStyle = '#31333f';
+      ctx.lineWidth = 1.8; ctx.strokeStyle = col.text;
       ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI); ctx.stroke();
     }
     if (this.hover >= 0 && this.hover !== sel) {
       const x = this.px(m.xy[2 * this.hover]); const y = this.py(m.xy[2 * this.hover + 1]);
-      ctx.lineWidth = 1.5; ctx.strokeStyle = '#808495';
+      ctx.lineWidth = 1.5; ctx.strokeStyle = col.muted;
       ctx.beginPath(); ctx.arc(x, y, 5.5, 0, 2 * Math.PI); ctx.stroke();
     }
     ctx.restore();
+    if (sel != null && sel < m.n && this.sigma && m.projection === 'raw') this.zoomInset(ctx, sel, col);
     if (this.uploadXY) this.star(ctx, this.clampX(this.px(this.uploadXY[0])), this.clampY(this.py(this.uploadXY[1])));
     if (this.z) {
       const [zx, zy] = this.forward(this.z);
       const x = this.clampX(this.px(zx)); const y = this.clampY(this.py(zy));
       this.markerAt = { x, y };
       ctx.globalAlpha = x === this.px(zx) && y === this.py(zy) ? 1 : 0.45; // off the map: at its edge
-      for (const [colour, width] of [['#ffffff', 5], ['#31333f', 2.2]]) {
+      for (const [colour, width] of [[col.bg, 5], [col.text, 2.2]]) {
         ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.lineCap = 'round';
         ctx.beginPath();
         ctx.moveTo(x - 6, y - 6); ctx.lineTo(x + 6, y + 6);
@@ -925,6 +943,53 @@ class Lens {
       }
       ctx.globalAlpha = 1;
     }
+  }
+
+  /** A posterior too small to see at the map's scale (the 2-D demo VAE's σ is ~0.05 of a
+   * map 8 units wide: its 1σ ellipse would hide under the selection ring) is also drawn
+   * magnified in an inset, top right, with its zoom factor written on it: the selected
+   * μ, its 1σ/2σ ellipses and the nearby points, at k times the map's scale. */
+  zoomInset(ctx, sel, col) {
+    const m = this.map;
+    const rx = this.sigma[0] * this.sx; const ry = this.sigma[1] * this.sy;
+    if (Math.max(rx, ry) >= 14) return; // visible on the map itself
+    const size = 112; const pad = 6;
+    const ix = this.size.w - MARGIN.right - size - pad; const iy = MARGIN.top + pad;
+    const half = size / 2 - 8;
+    const k = Math.max(1, half / (2.2 * Math.max(rx, ry, 0.5))); // 2σ fills the inset
+    const cx = m.xy[2 * sel]; const cy = m.xy[2 * sel + 1];
+    const X = (v) => ix + size / 2 + (v - cx) * this.sx * k;
+    const Y = (v) => iy + size / 2 - (v - cy) * this.sy * k;
+    ctx.save();
+    ctx.fillStyle = col.bg; ctx.strokeStyle = col.axis; ctx.lineWidth = 1;
+    ctx.fillRect(ix, iy, size, size); ctx.strokeRect(ix + 0.5, iy + 0.5, size - 1, size - 1);
+    ctx.beginPath(); ctx.rect(ix, iy, size, size); ctx.clip();
+    const reach = (size / 2) / (this.sx * k);
+    ctx.globalAlpha = 0.7;
+    for (let i = 0; i < m.n; i++) {
+      const px = m.xy[2 * i]; const py = m.xy[2 * i + 1];
+      if (Math.abs(px - cx) > reach * 1.2 || Math.abs(py - cy) > reach * 1.2 * this.sx / this.sy) continue;
+      ctx.fillStyle = this.colour(m.labels[i]);
+      ctx.beginPath(); ctx.arc(X(px), Y(py), 2.4, 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+    for (const s of [1, 2]) {
+      ctx.setLineDash(s === 1 ? [] : [5, 4]);
+      ctx.strokeStyle = col.ring; ctx.lineWidth = 1.6;
+      ctx.beginPath();
+      ctx.ellipse(X(cx), Y(cy), s * rx * k, s * ry * k, 0, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    ctx.fillStyle = col.text;
+    ctx.beginPath(); ctx.arc(X(cx), Y(cy), 2.5, 0, 2 * Math.PI); ctx.fill();
+    ctx.font = '11px sans-serif'; ctx.textAlign = 'left'; ctx.textBaseline = 'top';
+    ctx.fillStyle = col.text;
+    ctx.fillText(`zoom ×${k >= 10 ? Math.round(k) : k.toFixed(1)}`, ix + 5, iy + 4);
+    ctx.textBaseline = 'bottom';
+    ctx.fillStyle = col.muted;
+    ctx.fillText('q(z|x): 1σ, 2σ', ix + 5, iy + size - 3);
+    ctx.restore();
   }
 
   clampX(x) { return Math.min(this.size.w - MARGIN.right, Math.max(MARGIN.left, x)); }
