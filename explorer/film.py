@@ -131,7 +131,8 @@ def film_figure(film: Film, metrics: list[dict[str, Any]], height: int = 480,
             # the figure's data but not in animation frames, which then draw nothing
             traces.append(go.Scatter(
                 x=np.round(xy[e, idx, 0], 4).tolist(), y=np.round(xy[e, idx, 1], 4).tolist(),
-                mode="markers", name=plot_text(name), customdata=keep[idx].tolist(), marker=dict(size=4, color=class_colour(c), opacity=0.7),
+                mode="markers", name=plot_text(name), customdata=keep[idx].tolist(),
+                marker=dict(size=4, color=class_colour(c), opacity=0.7),
                 hovertemplate=f"{plot_text(name)}<extra></extra>", xaxis="x", yaxis="y"))
         return traces
 
