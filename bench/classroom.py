@@ -3,9 +3,9 @@
 Each student is a websocket session (``tests/faults/st_client.py``, the browser's own
 protobuf messages, asyncio) that opens the main page (all students within the first
 second) and then "releases a slider" once a second: the message the latent lens sends
-(``{"update": {"z": [...], "selected": None, "source": "slider", "event": n}}`` on the
-lens's element id, rerunning only the lens's ``st.fragment``), with a new random z each
-time. Measured per configuration:
+(``{"update": {"z": [...], "selected": None, "source": "slider", "event": n, "runtime":
+"wasm"}}``: a browser that decodes itself, so the server sends no image; on the lens's
+element id, rerunning only the lens's ``st.fragment``), with a new random z each time. Measured per configuration:
 
 - first page: connect -> the first run's ``script_finished`` (seconds; every session);
 - move: send -> the fragment run's ``script_finished`` (ms; p50 / p90 / max);
@@ -254,7 +254,9 @@ async def student(url: str, delay: float, stop_at: float, seed: int, min_moves: 
                 await asyncio.sleep(max(0.0, next_move - time.perf_counter()))
                 z = [round(rng.uniform(a, b), 2) for a, b in zip(lo, hi, strict=True)]
                 sent = time.perf_counter()
-                run = await session.lens_release(first, z, timeout=60)
+                # a browser whose lens decodes in WebAssembly says so ("runtime": "wasm"),
+                # and the server then sends no image of its own (app/main_page.py)
+                run = await session.lens_release(first, z, timeout=60, runtime="wasm")
                 out.moves_ms.append((time.perf_counter() - sent) * 1000)
                 out.moves_at.append(sent)
                 out.move_bytes.append(run.received)
@@ -478,7 +480,8 @@ async def _profile_sessions(url: str, pages: int, moves: int, pids: list[int]
                 _rss, cpu0 = sample_servers(pids)
                 t = time.perf_counter()
                 await session.lens_release(first, [rng.uniform(a, b) for a, b in zip(lo, hi,
-                                                                                    strict=True)])
+                                                                                    strict=True)],
+                                           runtime="wasm")
                 move_ms.append((time.perf_counter() - t) * 1000)
                 await asyncio.sleep(0.1)
                 _rss, cpu1 = sample_servers(pids)
