@@ -5,7 +5,8 @@ protobuf messages, asyncio) that opens the main page (all students within the fi
 second) and then "releases a slider" once a second: the message the latent lens sends
 (``{"update": {"z": [...], "selected": None, "source": "slider", "event": n, "runtime":
 "wasm"}}``: a browser that decodes itself, so the server sends no image; on the lens's
-element id, rerunning only the lens's ``st.fragment``), with a new random z each time. Measured per configuration:
+element id, rerunning only the lens's ``st.fragment``), with a new random z each time.
+Measured per configuration:
 
 - first page: connect -> the first run's ``script_finished`` (seconds; every session);
 - move: send -> the fragment run's ``script_finished`` (ms; p50 / p90 / max);
