@@ -107,6 +107,8 @@ def warmup_figure(curves: dict[str, dict[str, list[float]]]) -> go.Figure:
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.3, title="run"))
     fig.update_xaxes(title_text="epoch")
+    for col, unit in enumerate(("β", "nats", "nats"), start=1):
+        fig.update_yaxes(title_text=unit, row=1, col=col)
     return fig
 
 
