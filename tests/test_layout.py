@@ -67,6 +67,11 @@ def test_pages_only_lay_out_widgets():
 
 def test_only_streamlit_app_at_the_root():
     assert sorted(p.name for p in ROOT.glob("*.py")) == ["streamlit_app.py"]
+    # A pages/ folder beside the main script (even an empty one, left by the old layout in
+    # a checkout that was pulled, not cloned) switches Streamlit to its folder-based page
+    # list until st.navigation runs: a new server's first visitor to a lesson URL then
+    # gets a "Page not found" dialog. The pages live in app/pages/.
+    assert not (ROOT / "pages").exists(), "remove the stale pages/ folder at the root"
 
 
 def sys_path_edits(path: Path) -> list[int]:
