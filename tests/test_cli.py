@@ -52,12 +52,16 @@ def test_missing_torchvision_files_exit_2_naming_the_folder(tmp_path, capsys):
 
 
 def test_existing_run_is_never_overwritten(tiny_run, capsys):
-    before = {p.name: p.read_bytes() for p in tiny_run.iterdir()}
+    def files() -> dict[str, bytes]:  # every file, also in subfolders (frames/)
+        return {str(p.relative_to(tiny_run)): p.read_bytes()
+                for p in sorted(tiny_run.rglob("*")) if p.is_file()}
+
+    before = files()
     with pytest.raises(SystemExit) as info:
         main(["--dataset", "digits", "--out", str(tiny_run)])
     assert info.value.code == 2
     assert "already exists" in capsys.readouterr().err
-    assert before == {p.name: p.read_bytes() for p in tiny_run.iterdir()}
+    assert before == files()
 
 
 def test_cli_trains_and_resumes_end_to_end(tmp_path):

@@ -100,14 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--free-bits", type=_float_at_least(0), default=d.free_bits,
                    help="per-dimension KL floor, nats")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_int_at_least(1), default=d.epochs)
+    g.add_argument("--epochs", type=_int_at_least(1), default=0,
+                   help="epochs (default: 8 for latent dim <= 2, else 12)")
     g.add_argument("--batch-size", type=_int_at_least(1), default=d.batch_size)
-    g.add_argument("--lr", type=_float_at_least(0, strict=True), default=d.lr)
+    g.add_argument("--lr", type=_float_at_least(0, strict=True), default=d.lr,
+                   help="peak learning rate (cosine decay to lr * lr-final-fraction)")
+    g.add_argument("--lr-warmup", type=_float_at_least(0), default=d.lr_warmup,
+                   help="epochs of linear learning-rate warm-up (at most half the run)")
+    g.add_argument("--lr-final-fraction", type=_float_at_least(0, strict=True),
+                   default=d.lr_final_fraction, help="final lr as a fraction of --lr")
     g.add_argument("--weight-decay", type=_float_at_least(0), default=d.weight_decay)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--threads", type=_int_at_least(0), default=d.threads,
-                   help="CPU threads (0 = all cores)")
+                   help="CPU threads (0 = the cores other processes leave free, "
+                        "re-checked every half second)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="run directory (default: runs/<dataset>-<model>-z<dim>-<time>)")

@@ -127,6 +127,67 @@ def default_threads() -> int:
     return max(1, n)
 
 
+def _cpu_busy_seconds() -> float | None:
+    """Seconds all CPUs of the machine spent busy since boot (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()[1:]
+        ticks = [int(v) for v in fields[:8]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks) - idle) / (os.sysconf("SC_CLK_TCK") or 100)
+
+
+class ThreadGovernor:
+    """``--threads 0``: use the cores *other processes leave free*, re-checked as training
+    goes. A parallel region of N threads runs at the pace of its slowest thread, so one
+    thread sharing its core with a busy neighbour stalls every matrix multiply (measured:
+    5 epochs 21.4 s with 2 threads beside one busy process, 10.4 s with 1). Every ``every``
+    seconds of wall time the machine's busy CPU time minus this process's own (both
+    threads, spinning included) gives the cores others used; the thread count becomes
+    ``cores - round(others)`` (at least 1, at most ``cores``). Linux only; elsewhere the
+    count stays at all cores. For the shipped MLP models the result is bit-identical
+    whatever the count (checked for 1 vs 2 threads); pass ``--threads N`` to fix it."""
+
+    def __init__(self, cores: int, every: float = 0.5, log: Callable[[str], None] | None = None):
+        self.cores = max(1, cores)
+        self.every = every
+        self.log = log
+        self.threads = self.cores
+        self.history: list[tuple[float, int]] = []  # (others' cores, threads chosen)
+        self._mark = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float | None, float]:
+        return time.perf_counter(), _cpu_busy_seconds(), time.process_time()
+
+    def start(self, probe: float = 0.05) -> int:
+        """Measure the neighbours for ``probe`` seconds (idle), set and return the count."""
+        self._mark = self._sample()
+        time.sleep(probe)
+        return self.check(force=True)
+
+    def check(self, force: bool = False) -> int:
+        """Re-decide when ``every`` seconds have passed (cheap otherwise: one clock read)."""
+        now = time.perf_counter()
+        wall = now - self._mark[0]
+        if not force and wall < self.every:
+            return self.threads
+        mark = self._sample()
+        busy0, own0 = self._mark[1], self._mark[2]
+        self._mark = mark
+        if busy0 is None or mark[1] is None or wall <= 0:
+            return self.threads
+        others = max(0.0, (mark[1] - busy0) - (mark[2] - own0)) / wall  # cores in use
+        threads = int(min(self.cores, max(1, self.cores - math.floor(others + 0.5))))
+        self.history.append((round(others, 2), threads))
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
+        return threads
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -225,9 +286,13 @@ def as_tensor(values: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def lr_at(epoch_progress: float, config: TrainConfig) -> float:
-    """Cosine decay from lr to lr * lr_final_fraction over the run."""
-    frac = min(1.0, epoch_progress / max(1, config.epochs))
+    """Linear warm-up from lr * lr_final_fraction to lr over ``lr_warmup`` epochs, then
+    cosine decay back down to lr * lr_final_fraction by the end of the run."""
     low = config.lr * config.lr_final_fraction
+    warmup = min(config.lr_warmup, 0.5 * config.epochs)
+    if warmup > 0 and epoch_progress < warmup:
+        return low + (config.lr - low) * max(0.0, epoch_progress) / warmup
+    frac = min(1.0, (epoch_progress - warmup) / max(1e-9, max(1, config.epochs) - warmup))
     return low + 0.5 * (config.lr - low) * (1.0 + math.cos(math.pi * frac))
 
 
@@ -512,6 +577,7 @@ class EpochLoop:
     tsne_skipped: bool = False  # a signal stopped the final epoch's t-SNE
     train_x: torch.Tensor = field(init=False)  # (N, C, H, W) on the device: batches are slices
     sync_every: int = field(init=False)  # batches between host syncs
+    governor: ThreadGovernor | None = field(init=False)  # --threads 0 on the CPU: free cores
 
     def __post_init__(self) -> None:
         self.train_x = as_tensor(self.data.train_x).to(self.device)
@@ -519,6 +585,10 @@ class EpochLoop:
         # went non-finite); every SYNC_EVERY batches on an accelerator (keeps its queue
         # full) or under DDP
         self.sync_every = SYNC_EVERY if (self.device.type != "cpu" or self.dist.enabled) else 1
+        self.governor = None
+        if self.device.type == "cpu" and self.config.threads == 0 and not self.dist.enabled:
+            self.governor = ThreadGovernor(default_threads())
+            self.governor.start()
 
     def run(self, first_epoch: int) -> None:
         with stop_on_signals(self.flag):
@@ -548,9 +618,11 @@ class EpochLoop:
 
             bar = tqdm(total=math.ceil(len(order) / self.config.batch_size),
                        desc=f"epoch {epoch}/{self.config.epochs}", leave=False)
+        hooks = [h for h in (bar.update if bar is not None else None,
+                             self.governor.check if self.governor is not None else None) if h]
         done = train_epoch(self.train_model, self.model, self.optimizer, self.train_x, order,
                            self.config, epoch, stop_requested=lambda: self.flag.signum,
-                           on_batch=bar.update if bar is not None else None,
+                           on_batch=(lambda: [h() for h in hooks]) if hooks else None,
                            sync_every=self.sync_every, dist_enabled=self.dist.enabled)
         if bar is not None:
             bar.close()
