@@ -48,7 +48,7 @@ SAMPLE_KEY = "sample_index"
 LENS_KEY = "lens"
 Z_VERSION_KEY = "_z_version"  # bumped whenever Python (not the browser) sets z
 BROWSER_DECODES_KEY = "_lens_wasm"  # the lens last reported decoding in the browser
-MC_SAMPLES = 64
+MC_SAMPLES = app_shared.MC_SAMPLES
 MAP_HEIGHT = 440  # CSS px of the lens's map
 AXIS_TITLES = {"raw": ("z₀", "z₁"), "pca": ("PCA 1", "PCA 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
 

@@ -62,6 +62,7 @@ DATA_FIELDS = ("dataset", "data_dir", "image_size", "channels", "split_seed", "t
 RUNS_ENV = "VAE_RUNS_DIR"
 RUNS_ARG = "--runs-dir"
 DEFAULT_RUNS = "runs"
+MC_SAMPLES = 64  # posterior draws behind the main page's ELBO panel
 RUN_KEY = "run_dir"  # st.session_state key holding the chosen run (a str path)
 _PICK_KEY = "_run_pick"  # the selectbox's own key (widget state is dropped between pages)
 # The tab icon, for every page. A local SVG, which Streamlit inlines as a data URI: a
@@ -308,26 +309,26 @@ def freeze_gc_once() -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> str | None:
-    """The first page's slow, shareable work, done before anyone asks: load the newest run
-    (the one a new session opens) into the process-wide caches above, and build each kind
-    of Plotly figure the page shows once (Plotly imports a trace type's validators on first
-    use). Returns the run's path, None when there is no openable run. Errors propagate;
-    the page reports them itself when it opens the run.
+    """The first page's slow, shareable work, done before anyone asks: load the default run
+    (the one a new session opens, :func:`explorer.runs.default_run`) into the process-wide
+    caches above, and build each kind of Plotly figure the page shows once (Plotly imports a
+    trace type's validators on first use). Returns the run's path, None when there is no
+    openable run. Errors propagate; the page reports them itself when it opens the run.
 
     Cached: it runs once per process, and the loaders it calls, being nested in a cached
     function, do not try to show their spinners (there is no page to show them on)."""
-    entries = [e for e in list_runs(runs_dir()) if e.openable]
-    if not entries:
+    first = default_run(list_runs(runs_dir()), os.environ.get(DEFAULT_RUN_ENV))
+    if first is None:
         return None
-    path = str(entries[0].path)
+    path = str(first.path)
     model, latents = get_model(path), get_latents(path)
     projection = available_projections(latents)[0]
     decoder = get_live_decoder(path, projection)
     decoder.render(np.zeros(model.latent_dim, dtype=np.float32))  # imports PIL's PNG encoder
     get_decoder_link(path)
-    figures.kl_bar_figure(np.zeros(model.latent_dim), decoder.order, decoder.mean_kl)
-    get_curves_figure(path)
     get_test_arrays(path)
+    get_sample_panel(path, projection, 0, MC_SAMPLES)  # sample 0: where sessions start
+    get_curves_figure(path)
     # Streamlit's first element in a process checks for a REPL with inspect.stack(), whose
     # first call maps every loaded module to its file (~0.2 s here), and its components
     # import pyarrow (0.1 s): pay for both now.
