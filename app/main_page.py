@@ -258,9 +258,11 @@ def elbo_panel(terms, likelihood: str, title: str, key: str,
                   help="Closed form, summed over latent dimensions.")
         m3.metric("ELBO", f"{terms.elbo:.2f} nats", help="log p(x) ≥ ELBO = −recon − KL")
         st.latex(figures.elbo_latex(terms.recon, terms.kl))
-        caption = (f"Nats per sample. The reconstruction term is averaged over {terms.samples} "
-                   f"posterior samples (± {terms.recon_std_err:.2f}); the map's hover shows the "
-                   f"one-sample estimate from training.")
+        caption = (f"Nats per sample. The reconstruction term is a Monte-Carlo average over "
+                   f"{terms.samples} posterior samples (± {terms.recon_std_err:.2f}, one "
+                   f"standard error); the ELBO vs log p(x) lesson averages more samples, so its "
+                   f"ELBO for the same image differs by about that noise, and the map's hover "
+                   f"shows the one-sample estimate from training.")
         if likelihood == "bernoulli":
             caption += (" Bernoulli likelihood on grey pixels: a cross-entropy, so the ELBO is "
                         "a bound in that sense, not a normalised density of the pixels.")
