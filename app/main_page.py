@@ -384,7 +384,8 @@ def explorer_page(path: Path) -> None:
                f"{info.epochs_completed}/{info.config.epochs} epochs{status}")
     st.markdown(f"**{md(path.name)}** · {kind}, {dim}-D latent space · "
                 f"{md(info.config.dataset)} ({info.num_test:,} test images) · {history}"
-                + (f" · test −ELBO **{last['test_loss']:.1f}** nats per sample" if last else ""))
+                + (f" · {'test −ELBO' if model.is_vae else 'test reconstruction loss'} "
+                   f"**{last['test_loss']:.1f}** nats per sample" if last else ""))
 
     # sidebar: which sample
     if st.session_state.get("_sample_run") != key or st.session_state.get(SAMPLE_KEY, 0) >= n:

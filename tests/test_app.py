@@ -246,6 +246,8 @@ def test_autoencoder_run_has_no_kl_and_a_broken_run_is_named(tiny_ae_run, tmp_pa
     at = start(folder, monkeypatch)
     assert_clean(at)
     assert metrics(at)["KL"] == "—"
+    header = next(m.value for m in at.markdown if "digits-ae-z2" in m.value)
+    assert "test reconstruction loss" in header and "ELBO" not in header  # an AE has none
     assert any("zz-broken" in c.value for c in at.caption)
     assert any("not valid JSON" in c.value for c in at.caption)
 
