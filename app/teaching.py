@@ -100,6 +100,13 @@ def pick_sample(n: int, label: str = "Selected test sample (index)") -> int:
     return int(st.session_state[_SAMPLE_WIDGET])
 
 
+def metric_row() -> Any:
+    """A row for ``st.metric`` boxes that wraps onto a second line when the page is narrow
+    (a 1024x768 projector), instead of cutting labels and values to "Fit to …"; give each
+    metric ``width="content"``."""
+    return st.container(horizontal=True, gap="large")
+
+
 def show_verdict(verdict: tuple[str, str]) -> None:
     """A verdict of :mod:`explorer.verdicts` as the box its kind names (success, warning,
     info): the page never chooses the colour, the numbers do."""

@@ -36,11 +36,13 @@ NICE_SCALES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 def halo_line(x: np.ndarray, y: np.ndarray, name: str, dash: str = "solid",
               width: float = 2.0, showlegend: bool = False,
-              hoverinfo: str = "skip") -> list[go.Scatter]:
+              hoverinfo: str = "skip", shade: bool = False) -> list[go.Scatter]:
     """A dark line on a wider light one: visible on a white page, on Streamlit's dark
-    theme and over a cloud of coloured points. The first trace is the halo (no legend)."""
+    theme and over a cloud of coloured points. The first trace is the halo (no legend);
+    ``shade`` fills a closed line with translucent grey."""
+    fill = dict(fill="toself", fillcolor="rgba(128, 128, 128, 0.3)") if shade else {}
     return [go.Scatter(x=x, y=y, mode="lines", hoverinfo="skip", showlegend=False,
-                       name=f"{name} (halo)", line=dict(color=HALO, width=width + 3)),
+                       name=f"{name} (halo)", line=dict(color=HALO, width=width + 3), **fill),
             go.Scatter(x=x, y=y, mode="lines", name=name, hoverinfo=hoverinfo,
                        showlegend=showlegend, line=dict(color=INK, width=width, dash=dash))]
 
@@ -77,8 +79,8 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
         r = prior_circle_radius()
         t = np.linspace(0, 2 * np.pi, 120)
         fig.add_traces(halo_line(r * np.cos(t), r * np.sin(t), "95% of N(0, I)", dash="dash",
-                                 width=3, showlegend=True, hoverinfo="name"))
-        fig.add_annotation(x=r * np.cos(np.pi / 4), y=r * np.sin(np.pi / 4), ax=45, ay=-40,
+                                 width=3, showlegend=True, hoverinfo="name", shade=True))
+        fig.add_annotation(x=r * np.cos(np.pi / 4), y=r * np.sin(np.pi / 4), ax=70, ay=-55,
                            text="95% of N(0, I)", showarrow=True, arrowhead=2,
                            arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
                            bgcolor="rgba(128, 128, 128, 0.25)")
@@ -88,8 +90,8 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
             ex, ey = ellipse_xy(center, sigma, n_sigma)
             fig.add_traces(halo_line(ex, ey, f"{n_sigma:.0f}σ", dash=dash, width=1.5))
         if ellipse_times > 1:
-            fig.add_annotation(x=float(center[0] + 2 * sigma[0]), y=float(center[1]),
-                               ax=50, ay=-45, showarrow=True, arrowhead=2,
+            fig.add_annotation(x=float(center[0]), y=float(center[1] - 2 * sigma[1]),
+                               ax=0, ay=80, showarrow=True, arrowhead=2,
                                arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
                                bgcolor="rgba(128, 128, 128, 0.25)",
                                text=f"q(z|x) 1σ, 2σ drawn ×{ellipse_times}")
@@ -158,9 +160,9 @@ def reparam_zoom(fig: go.Figure, center: np.ndarray, sigmas: np.ndarray,
     is)."""
     half = 3.0 * float(np.max(sigmas))
     zoom = go.Figure(fig)
-    zoom.update_layout(
-        xaxis=dict(range=[center[0] - half, center[0] + half]),
-        yaxis=dict(range=[center[1] - half, center[1] + half]))
+    zoom.update_layout(  # "domain": a narrow plot shrinks, the ranges stay μ ± 3σ
+        xaxis=dict(range=[center[0] - half, center[0] + half], constrain="domain"),
+        yaxis=dict(range=[center[1] - half, center[1] + half], constrain="domain"))
     zoom.update_traces(marker=dict(size=22), selector=dict(name=z_label(seed)))
     zoom.update_traces(marker=dict(size=9), selector=dict(name=OTHER_DRAWS))
     return zoom

@@ -14,7 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import compare, diagnostics
-from explorer.verdicts import compare_verdict, health_verdicts, traversal_note
+from explorer.verdicts import compare_verdict, health_verdicts, prior_samples_note, traversal_note
 from tests.conftest import make_run
 from training import rundir
 
@@ -220,6 +220,9 @@ def test_generation_page_draws_grids_and_interpolations(app, tiny_run_z4):
     at.button(key="gen_reseed").click().run()
     assert image_bytes(at)[0] != first[0]  # new prior samples
     latents = rundir.read_latents(tiny_run_z4)
+    fit, active_fit, n_dead = compare.prior_fits(latents["mu"], True)
+    kind, note = prior_samples_note(fit, True, active_fit, n_dead)
+    assert note in [b.value for b in getattr(at, kind)]  # the prior samples' verdict
     health = diagnostics.latent_health(latents["mu"], latents["logvar"])
     dims = health.kl_order()[:at.slider(key="gen_rows").value]
     assert traversal_note(health, dims) in texts(at)  # which rows should stay still
@@ -289,10 +292,8 @@ def test_pages_say_when_there_are_no_runs(tmp_path, monkeypatch):
 
 
 def test_elbo_page_names_the_main_pages_sample_count():
-    import ast
+    from app import shared as app_shared
 
-    source = (ROOT / "app" / "main_page.py").read_text()
-    main = next(n.value.value for n in ast.parse(source).body if isinstance(n, ast.Assign)
-                and getattr(n.targets[0], "id", "") == "MC_SAMPLES")
     page = (PAGES / "elbo_vs_log_p.py").read_text()
-    assert f"MAIN_PAGE_SAMPLES = {main} " in page
+    assert "MAIN_PAGE_SAMPLES = app_shared.MC_SAMPLES" in page
+    assert app_shared.MC_SAMPLES == 64  # what the ELBO page's test above reads

@@ -59,15 +59,15 @@ def column(entry, indices: list[int], seed: int, side: str) -> None:
     ui.show_grid(samples, caption=f"{N_PRIOR} decoded draws z ~ N(0, I)", cols=8)
     ui.download_images(samples, f"{entry.name}-prior-samples", f"dl_prior_{side}")
     fit, active_fit, n_dead = prior_fits(latents["mu"], is_vae)
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Fit to N(0, I), nats", f"{fit.gaussian_kl:.2f}",
-              help="KL from a Gaussian fitted to the test codes to the prior N(0, I): 0 when "
-                   "the codes are distributed like the prior")
-    c2.metric("Codes in 95% ball", f"{100 * fit.inside_prior:.0f}%",
-              help="Share of test codes inside the ball that holds 95% of N(0, I)")
-    c3.metric("Codes reached", f"{100 * fit.coverage:.0f}%",
-              help=f"Share of test codes with a prior draw nearby ({100 * fit.prior_hits:.0f}% "
-                   f"of the prior draws land near some code)")
+    row = ui.metric_row()
+    row.metric("Fit to N(0, I), nats", f"{fit.gaussian_kl:.2f}", width="content",
+               help="KL from a Gaussian fitted to the test codes to the prior N(0, I): 0 when "
+                    "the codes are distributed like the prior")
+    row.metric("Codes in 95% ball", f"{100 * fit.inside_prior:.0f}%", width="content",
+               help="Share of test codes inside the ball that holds 95% of N(0, I)")
+    row.metric("Codes reached", f"{100 * fit.coverage:.0f}%", width="content",
+               help=f"Share of test codes with a prior draw nearby ({100 * fit.prior_hits:.0f}% "
+                    f"of the prior draws land near some code)")
     ui.show_verdict(compare_verdict(fit, is_vae, active_fit, n_dead))
 
 

@@ -18,7 +18,7 @@ from training import rundir
 
 K_CHOICES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 K_DRAWS = 1000  # draws for the one-sample curve: E[IWAE_k] averages 1000 / k blocks
-MAIN_PAGE_SAMPLES = 64  # app.main_page.MC_SAMPLES: draws behind the main page's ELBO
+MAIN_PAGE_SAMPLES = app_shared.MC_SAMPLES  # draws behind the main page's ELBO panel
 MEANING = """
 **What the number means.** log p(x) is the log-likelihood of the image under the model,
 in nats. The ELBO is a lower bound on it; the gap is KL(q(z|x) ‖ p(z|x)), how far the
@@ -85,14 +85,14 @@ def main() -> None:
     curve = sample_curve(str(path), index, tuple(K_CHOICES), seed, stamp)
     one = next(p for p in curve if p[0] == k)
     st.subheader(f"Test sample {index}")
-    m1, m2, m3, m4 = st.columns([2, 2, 2, 1])
-    m1.metric("ELBO (nats)", f"{one[1]:.2f}",
-              help=f"Mean of the {K_DRAWS} log weights log p(x, z_k) − log q(z_k|x)")
-    m2.metric(f"log p(x) ≈ IWAE, K={k} (nats)", f"{one[2]:.2f}",
-              help=f"IWAE_{k} averaged over {K_DRAWS // k} disjoint blocks of {k} draws")
-    m3.metric("gap IWAE − ELBO (nats)", f"{one[2] - one[1]:.2f}")
-    m4.image(enlarge(image_hwc(images[index]), 96), caption=f"sample {index}",
-             output_format="PNG")
+    row = ui.metric_row()
+    row.image(enlarge(image_hwc(images[index]), 96), caption=f"sample {index}",
+              output_format="PNG", width=96)
+    row.metric("ELBO (nats)", f"{one[1]:.2f}", width="content",
+               help=f"Mean of the {K_DRAWS} log weights log p(x, z_k) − log q(z_k|x)")
+    row.metric(f"log p(x) ≈ IWAE, K={k} (nats)", f"{one[2]:.2f}", width="content",
+               help=f"IWAE_{k} averaged over {K_DRAWS // k} disjoint blocks of {k} draws")
+    row.metric("gap IWAE − ELBO (nats)", f"{one[2] - one[1]:.2f}", width="content")
     st.caption(mc_note(one[1]))
     fig = iwae_curve_figure(curve, k)
     st.plotly_chart(fig, key="iwae_curve")
@@ -106,11 +106,12 @@ def main() -> None:
     st.subheader(f"Averaged over the first {n} test images")
     bounds = test_set_bounds(str(path), k, n, seed, stamp)
     st.session_state["_iwae_summary"] = (str(path), stamp, bounds)
-    t1, t2, t3, t4 = st.columns(4)
-    t1.metric("mean ELBO (nats)", f"{bounds.elbo.mean():.2f}")
-    t2.metric(f"mean IWAE, K={k} (nats)", f"{bounds.iwae.mean():.2f}")
-    t3.metric("mean gap (nats)", f"{bounds.gap.mean():.2f}")
-    t4.metric("images with IWAE ≥ ELBO", f"{int((bounds.gap >= -1e-9).sum())}/{len(bounds.gap)}")
+    row = ui.metric_row()
+    row.metric("mean ELBO (nats)", f"{bounds.elbo.mean():.2f}", width="content")
+    row.metric(f"mean IWAE, K={k} (nats)", f"{bounds.iwae.mean():.2f}", width="content")
+    row.metric("mean gap (nats)", f"{bounds.gap.mean():.2f}", width="content")
+    row.metric("images with IWAE ≥ ELBO",
+               f"{int((bounds.gap >= -1e-9).sum())}/{len(bounds.gap)}", width="content")
     hist = gap_histogram(bounds.gap)
     st.plotly_chart(hist, key="iwae_hist")
     ui.download_figure(hist, f"{path.name}-iwae-gap-histogram", "dl_iwae_hist",

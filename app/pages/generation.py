@@ -57,7 +57,8 @@ def main() -> None:
         ui.show_grid(samples, cols=side)
         st.caption(f"{side * side} decoded draws z ~ N(0, I) (seed {seed}): means of "
                    f"p(x|z), not binarised samples.")
-        ui.show_verdict(prior_samples_note(*prior_fit_of(latents["mu"], run.model.is_vae)))
+        fit, active_fit, n_dead = prior_fit_of(latents["mu"], run.model.is_vae)
+        ui.show_verdict(prior_samples_note(fit, run.model.is_vae, active_fit, n_dead))
         ui.download_images(samples, f"{path.name}-prior-samples-{seed}", "dl_gen_prior",
                            cols=side)
 

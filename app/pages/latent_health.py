@@ -47,15 +47,17 @@ def main() -> None:
     st.sidebar.caption(ui.UNITS_NOTE)
     stamp = file_stamp(path, rundir.LATENTS_FILE)
     health = health_of(str(path), stamp)
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Active units", f"{health.active_units} / {health.latent_dim}")
-    c2.metric("Dead dimensions", f"{len(health.dead_dims)}",
-              help=f"Weak (active, KL < 0.01 nats): {len(health.weak_dims)}")
-    c3.metric("Total KL", f"{health.total_kl:.2f} nats" if health.is_vae else "— (AE)")
-    c4.metric("Reconstruction spread",
-              "n/a" if health.recon_spread is None else f"{100 * health.recon_spread:.0f}%",
-              help="How much the reconstructions vary, relative to how much the inputs vary "
-                   "(100% = as much; near 0% = every input gives the same image)")
+    row = ui.metric_row()
+    row.metric("Active units", f"{health.active_units} / {health.latent_dim}", width="content")
+    row.metric("Dead dimensions", f"{len(health.dead_dims)}", width="content",
+               help=f"Weak (active, KL < 0.01 nats): {len(health.weak_dims)}")
+    row.metric("Total KL", f"{health.total_kl:.2f} nats" if health.is_vae else "— (AE)",
+               width="content")
+    row.metric("Reconstruction spread",
+               "n/a" if health.recon_spread is None else f"{100 * health.recon_spread:.0f}%",
+               width="content",
+               help="How much the reconstructions vary, relative to how much the inputs vary "
+                    "(100% = as much; near 0% = every input gives the same image)")
     for verdict in health_verdicts(health):
         ui.show_verdict(verdict)
     fig = latent_health_figure(health)

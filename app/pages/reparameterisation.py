@@ -45,9 +45,11 @@ def main() -> None:
     many = reparam_draws(run.model, mu, logvar, k=n_draws, seed=10_000 + seed)
     sigma, eps, z = one.sigma, one.eps[0], one.z[0]
 
-    left, right = st.columns([3, 2], gap="large")
-    with right:
-        st.subheader(f"Sample {index}: the numbers")
+    # numbers and images first, then the maps side by side: each gets half the page, so
+    # a 1024x768 projector still shows the whole table and two readable maps
+    st.subheader(f"Sample {index}: the numbers")
+    numbers, pictures = st.columns(2, gap="medium")
+    with numbers:
         dims = min(len(mu), MAX_TABLE_DIMS)
         table = pd.DataFrame({"μ": mu[:dims], "σ": sigma[:dims], f"ε (draw #{seed})": eps[:dims],
                               "z = μ + σ·ε": z[:dims]},
@@ -56,6 +58,7 @@ def main() -> None:
         if len(mu) > dims:
             st.caption(f"First {dims} of {len(mu)} dimensions.")
         st.latex(r"z = \mu + \sigma \odot \varepsilon,\quad \varepsilon \sim \mathcal{N}(0, I)")
+    with pictures:
         p1, p2, p3 = st.columns(3)
         p1.image(enlarge(image_hwc(images[index])), caption="input x", width="stretch",
                  output_format="PNG")
@@ -64,41 +67,42 @@ def main() -> None:
         p3.image(enlarge(image_hwc(one.images[0])), caption=f"decode(z), ε #{seed}",
                  width="stretch", output_format="PNG")
         st.caption(reparam_note(one.change(), sigma))
-    with left:
-        st.subheader("Where z lands")
-        projection = available_projections(latents)[0]
-        coords = map_coords(latents, projection)
-        points = place_on_map(np.concatenate([mu[None], z[None], many.z]), latents, projection)
-        sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
-        fig = reparam_map(coords, latents["labels"], run.info.class_names, projection, index,
-                          points, sigmas, seed)
-        title = f"{plot_text(path.name)}, test sample {index}: z = μ + σ·ε"
-        if sigmas is None:
+
+    st.subheader("Where z lands")
+    projection = available_projections(latents)[0]
+    coords = map_coords(latents, projection)
+    points = place_on_map(np.concatenate([mu[None], z[None], many.z]), latents, projection)
+    sigmas = sigma[:2] if projection == "raw" and len(mu) == 2 else None
+    fig = reparam_map(coords, latents["labels"], run.info.class_names, projection, index,
+                      points, sigmas, seed)
+    title = f"{plot_text(path.name)}, test sample {index}: z = μ + σ·ε"
+    if sigmas is None:
+        st.plotly_chart(fig, key="reparam_map")
+        st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws "
+                   f"({projection.upper()} view: z placed like any code).")
+        ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map",
+                           title)
+    else:
+        whole, close = st.columns(2, gap="medium")
+        with whole:
             st.plotly_chart(fig, key="reparam_map")
-            st.caption(f"○ μ of sample {index}; ★ z = μ + σ·ε; × {n_draws} more draws "
-                       f"({projection.upper()} view: z placed like any code).")
-            ui.download_figure(fig, f"{path.name}-reparameterisation-{index}", "dl_reparam_map",
-                               title)
-        else:
-            whole, close = st.columns(2)
-            with whole:
-                st.plotly_chart(fig, key="reparam_map")
-                times = ellipse_scale(sigmas, float(np.max(np.ptp(coords, axis=0))))
-                st.caption(f"The whole map: ○ μ of sample {index}" + (
-                    f"; its 1σ/2σ ellipses are drawn {times} times their size, or they "
-                    f"would be too small to see (true size on the right)." if times > 1
-                    else "; the ellipses are q(z|x) at 1σ and 2σ."))
-                ui.download_figure(fig, f"{path.name}-reparameterisation-{index}",
-                                   "dl_reparam_map", title)
-            true_size = reparam_map(coords, latents["labels"], run.info.class_names,
-                                    projection, index, points, sigmas, seed, ellipse_times=1)
-            zoom = reparam_zoom(true_size, points[0], sigmas, seed)
-            with close:
-                st.plotly_chart(zoom, key="reparam_zoom")
-                st.caption(f"Zoomed to μ ± 3σ: ★ z = μ + σ·ε, red line σ·ε, × {n_draws} more "
-                           f"draws, ellipses at 1σ (solid) and 2σ (dotted) of q(z|x).")
-                ui.download_figure(zoom, f"{path.name}-reparameterisation-zoom-{index}",
-                                   "dl_reparam_zoom", f"{title}, zoomed to μ ± 3σ")
+            times = ellipse_scale(sigmas, float(np.max(np.ptp(coords, axis=0))))
+            st.caption(f"The whole map: ○ μ of sample {index}" + (
+                f"; its 1σ/2σ ellipses are drawn {times} times their size, or they "
+                f"would be too small to see (true size on the right)." if times > 1
+                else "; the ellipses are q(z|x) at 1σ and 2σ."))
+            ui.download_figure(fig, f"{path.name}-reparameterisation-{index}",
+                               "dl_reparam_map", title)
+        true_size = reparam_map(coords, latents["labels"], run.info.class_names,
+                                projection, index, points, sigmas, seed, ellipse_times=1)
+        zoom = reparam_zoom(true_size, points[0], sigmas, seed)
+        with close:
+            st.plotly_chart(zoom, key="reparam_zoom")
+            st.caption(f"Zoomed to μ ± 3σ, true size: ★ z = μ + σ·ε, red line σ·ε, "
+                       f"× {n_draws} more draws, ellipses at 1σ (solid) and 2σ (dotted) of "
+                       f"q(z|x).")
+            ui.download_figure(zoom, f"{path.name}-reparameterisation-zoom-{index}",
+                               "dl_reparam_zoom", f"{title}, zoomed to μ ± 3σ")
     st.subheader(f"{n_draws} draws of z ~ q(z|x), decoded")
     ui.show_grid(many.images, cols=min(16, n_draws))
     st.caption(spread_note(many.pixel_spread) if n_draws > 1 else
