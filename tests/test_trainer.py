@@ -158,3 +158,66 @@ def test_config_round_trips_and_rejects_nonsense(tiny_run):
         TrainConfig.from_dict({**raw["config"], "colour": "red"})
     with pytest.raises(ValueError, match="latent-dim must be at least 1"):
         TrainConfig(latent_dim=0).validate()
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_final_fraction():
+    from training.trainer import lr_at
+
+    config = TrainConfig(dataset="digits", epochs=8, lr=4e-3, lr_warmup=1.0,
+                         lr_final_fraction=0.1)
+    low = 4e-4
+    assert lr_at(0.0, config) == pytest.approx(low)
+    assert lr_at(0.5, config) == pytest.approx(low + 0.5 * (4e-3 - low))
+    assert lr_at(1.0, config) == pytest.approx(4e-3)
+    assert lr_at(8.0, config) == pytest.approx(low)
+    after = [lr_at(1.0 + 7.0 * i / 20, config) for i in range(21)]
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    # a warm-up longer than half the run is cut to half the run (a 1-epoch run still trains)
+    short = TrainConfig(dataset="digits", epochs=1, lr=4e-3, lr_warmup=5.0)
+    assert lr_at(0.5, short) == pytest.approx(4e-3)
+
+
+def test_auto_epochs_follow_the_latent_size_and_explicit_epochs_win():
+    assert TrainConfig().epochs == 8 and TrainConfig(latent_dim=20).epochs == 12
+    assert TrainConfig(latent_dim=20, epochs=3).epochs == 3
+
+
+def test_thread_governor_leaves_the_cores_other_processes_use(monkeypatch):
+    from training.trainer import ThreadGovernor
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    governor = ThreadGovernor(cores=2, every=0.0)
+    clock = {"wall": 0.0, "busy": 0.0, "own": 0.0}
+    monkeypatch.setattr(governor, "_sample",
+                        lambda: (clock["wall"], clock["busy"], clock["own"]))
+    governor._mark = governor._sample()
+
+    def advance(wall: float, own: float, others: float) -> int:
+        clock["wall"] += wall
+        clock["own"] += own
+        clock["busy"] += own + others
+        return governor.check()
+
+    assert advance(1.0, 2.0, 0.0) == 2  # idle machine: both cores
+    assert advance(1.0, 1.3, 0.7) == 1  # a neighbour takes most of a core: one thread
+    assert advance(1.0, 1.0, 1.0) == 1
+    assert advance(1.0, 1.0, 0.2) == 2  # it left: both again
+    assert governor.history[-1] == (0.2, 2)
+
+
+def test_onnx_graphs_with_swapped_weights_equal_a_fresh_export():
+    from training.export import export_graphs
+    from training.trainer import swap_weights
+
+    config = TrainConfig(dataset="digits", hidden_dim=32, hidden_layers=1, latent_dim=3)
+    torch.manual_seed(0)
+    template = export_graphs(VAE.from_config(config, (1, 8, 8)))
+    torch.manual_seed(1)
+    trained = VAE.from_config(config, (1, 8, 8))
+    swapped = swap_weights(template, trained)
+    fresh = export_graphs(trained)
+    assert swapped is not None
+    assert (swapped.encoder, swapped.decoder) == (fresh.encoder, fresh.decoder)
+    other = VAE.from_config(TrainConfig(dataset="digits", hidden_dim=16, hidden_layers=1,
+                                        latent_dim=3), (1, 8, 8))
+    assert swap_weights(template, other) is None  # another architecture: export anew

@@ -157,6 +157,7 @@ class ThreadGovernor:
         self.threads = self.cores
         self.history: list[tuple[float, int]] = []  # (others' cores, threads chosen)
         self._mark = self._sample()
+        self._last = self._mark[0]
 
     @staticmethod
     def _sample() -> tuple[float, float | None, float]:
@@ -170,11 +171,11 @@ class ThreadGovernor:
 
     def check(self, force: bool = False) -> int:
         """Re-decide when ``every`` seconds have passed (cheap otherwise: one clock read)."""
-        now = time.perf_counter()
-        wall = now - self._mark[0]
-        if not force and wall < self.every:
+        if not force and time.perf_counter() - self._last < self.every:
             return self.threads
+        self._last = time.perf_counter()
         mark = self._sample()
+        wall = mark[0] - self._mark[0]
         busy0, own0 = self._mark[1], self._mark[2]
         self._mark = mark
         if busy0 is None or mark[1] is None or wall <= 0:
@@ -550,6 +551,111 @@ def export_onnx_or_warn(model: VAE, run_dir: Path) -> OnnxGraphs | None:
         return None
 
 
+def _export_template_main() -> None:
+    """Child process of :class:`EarlyExport`: read ``{"config", "image_shape", "out"}`` as
+    JSON on stdin, export a freshly initialised model of that architecture, write
+    ``encoder.onnx``, ``decoder.onnx`` and ``details.json`` into ``out``."""
+    import json
+
+    torch.set_num_threads(1)
+    job = json.loads(sys.stdin.read())
+    config = TrainConfig.from_dict(job["config"])
+    model = VAE.from_config(config, tuple(job["image_shape"]))
+    graphs = export_graphs(model)
+    out = Path(job["out"])
+    (out / "encoder.onnx").write_bytes(graphs.encoder)
+    (out / "decoder.onnx").write_bytes(graphs.decoder)
+    (out / "details.json").write_text(json.dumps(graphs.details))
+
+
+def swap_weights(graphs: OnnxGraphs, model: VAE) -> OnnxGraphs | None:
+    """``graphs`` (exported from any model of ``model``'s architecture) with ``model``'s
+    weights in place of theirs, or None when they do not match exactly: every initializer
+    named ``vae.<key>`` must be the state_dict's ``<key>`` with the same shape and dtype,
+    and every parameter of ``model`` must be used. The exported graph's structure depends
+    on the architecture only (the exporter names weights after the module's parameters)."""
+    import onnx
+    from onnx import numpy_helper
+
+    params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    wanted = {k for k, _ in model.named_parameters()} - {"log_sigma"}  # not in the graphs
+    used: set[str] = set()
+    out = []
+    for blob in (graphs.encoder, graphs.decoder):
+        proto = onnx.load_from_string(blob)
+        for init in proto.graph.initializer:
+            if not init.name.startswith("vae."):
+                continue
+            key = init.name[len("vae."):]
+            tensor = params.get(key)
+            if tensor is None or tuple(init.dims) != tuple(tensor.shape) \
+                    or init.data_type != onnx.TensorProto.FLOAT or tensor.dtype != torch.float32:
+                return None
+            init.CopyFrom(numpy_helper.from_array(tensor.numpy(), init.name))
+            used.add(key)
+        out.append(proto.SerializeToString())
+    if not wanted <= used:  # a parameter the graphs do not hold: not this architecture
+        return None
+    return OnnxGraphs(encoder=out[0], decoder=out[1], details=dict(graphs.details))
+
+
+class EarlyExport:
+    """The final epoch's ONNX export, started as training starts. The ONNX graphs depend
+    on the architecture only, so a child process exports a freshly initialised model of the
+    same configuration (on the core the trainer leaves it: the thread governor counts the
+    child as another process) while the epochs run; the final save then swaps the final
+    weights into those graphs (:func:`swap_weights`, milliseconds) instead of exporting
+    (seconds: torch.onnx's dynamo exporter). Anything unexpected (the child failed, or its
+    graphs do not match the model) falls back to exporting in process, as before."""
+
+    def __init__(self, config: TrainConfig, image_shape: tuple[int, int, int]):
+        import json
+        import subprocess
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="vae-onnx-")
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [root, *filter(None, [os.environ.get("PYTHONPATH")])]), "OMP_NUM_THREADS": "1"}
+        with open(Path(self.tmp.name) / "stderr.txt", "wb") as errors:  # never a full pipe
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c",
+                 "from training.trainer import _export_template_main as m; m()"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        job = {"config": config.to_dict(), "image_shape": list(image_shape), "out": self.tmp.name}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(job).encode())
+        self.proc.stdin.close()
+
+    def graphs(self, model: VAE, timeout: float = 120.0) -> OnnxGraphs | None:
+        """The final weights in the child's graphs, or None (then export in process)."""
+        import json
+        import subprocess
+
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            return None
+        if code != 0:
+            return None
+        out = Path(self.tmp.name)
+        try:
+            template = OnnxGraphs(encoder=(out / "encoder.onnx").read_bytes(),
+                                  decoder=(out / "decoder.onnx").read_bytes(),
+                                  details=json.loads((out / "details.json").read_text()))
+            return swap_weights(template, model)
+        except Exception:  # a damaged template: export in process instead
+            return None
+
+    def close(self) -> None:
+        """Stop the child if it still runs (training stopped early) and remove its files."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.tmp.cleanup()
+
+
 @dataclass
 class EpochLoop:
     """The epochs of one :func:`train` call: train, check, evaluate and save, stop cleanly.
@@ -578,6 +684,7 @@ class EpochLoop:
     train_x: torch.Tensor = field(init=False)  # (N, C, H, W) on the device: batches are slices
     sync_every: int = field(init=False)  # batches between host syncs
     governor: ThreadGovernor | None = field(init=False)  # --threads 0 on the CPU: free cores
+    early_export: EarlyExport | None = None  # the final ONNX export, begun in a child process
 
     def __post_init__(self) -> None:
         self.train_x = as_tensor(self.data.train_x).to(self.device)
@@ -591,14 +698,34 @@ class EpochLoop:
             self.governor.start()
 
     def run(self, first_epoch: int) -> None:
-        with stop_on_signals(self.flag):
-            for epoch in range(first_epoch, self.config.epochs + 1):
-                t0 = time.perf_counter()
-                done, n_seen = self.train_one_epoch(epoch)
-                self.check_epoch(epoch, done)
-                if self.dist.is_main:
-                    self.save_epoch(epoch, done, n_seen, t0)
-                self.agree_on_stop(epoch)
+        # a child exports the graphs while the epochs run, where a core is there for it
+        # (never under DDP, whose ranks already use the cores; not for a 1-epoch run)
+        if self.dist.is_main and not self.dist.enabled and default_threads() >= 2 \
+                and self.config.epochs - first_epoch >= 1 \
+                and os.environ.get("VAE_EARLY_EXPORT", "1") != "0":
+            with contextlib.suppress(OSError):
+                self.early_export = EarlyExport(self.config, self.data.image_shape)
+        try:
+            with stop_on_signals(self.flag):
+                for epoch in range(first_epoch, self.config.epochs + 1):
+                    t0 = time.perf_counter()
+                    done, n_seen = self.train_one_epoch(epoch)
+                    self.check_epoch(epoch, done)
+                    if self.dist.is_main:
+                        self.save_epoch(epoch, done, n_seen, t0)
+                    self.agree_on_stop(epoch)
+        finally:
+            if self.early_export is not None:
+                self.early_export.close()
+
+    def final_graphs(self) -> OnnxGraphs | None:
+        """The final epoch's ONNX graphs: the early export with the final weights swapped
+        in when it worked, else an export now."""
+        if self.early_export is not None:
+            graphs = self.early_export.graphs(self.model)
+            if graphs is not None:
+                return graphs
+        return export_onnx_or_warn(self.model, self.run_dir)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, shuffled. (N,) on the device."""
@@ -679,7 +806,7 @@ class EpochLoop:
                  "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle_gen.get_state()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        onnx_graphs = export_onnx_or_warn(self.model, run_dir) if final else None
+        onnx_graphs = self.final_graphs() if final else None
         self.info.epochs_completed = epoch
         self.info.status = "complete" if final else "training"
         if final:
