@@ -229,9 +229,11 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
     if film is None:
         return None
     newest = dataclasses.replace(film, epochs=film.epochs[-1:], xy=film.xy[-1:])
-    figure = film_figure(newest, metrics, height=380)
+    figure = film_figure(newest, metrics, height=440)
     epoch = int(newest.epochs[0])
-    figure.update_layout(updatemenus=[], sliders=[])  # one frame: nothing to play
+    figure.layout.updatemenus, figure.layout.sliders = (), ()  # one frame: nothing to play
+    figure.frames = ()
+    figure.update_xaxes(showticklabels=False, row=1, col=2)  # the epochs are read below
     figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
     return figure, newest.note
 
@@ -279,9 +281,9 @@ def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
         st.caption("Started by another visitor: " + (
             "as the teacher, you may cancel it." if teacher
             else "you can follow it; only they or the teacher can cancel it."))
-    c1, c2, _ = st.columns([1, 1, 3])
+    buttons = st.container(horizontal=True)
     if not status.finished and (mine or teacher):
-        c1.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
+        buttons.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
                   on_click=_cancel, args=(job, token, teacher),
                   help="Training stops between batches; finished epochs are kept" if
                   status.state != "queued" else "The job leaves the queue")
@@ -291,7 +293,7 @@ def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
     if status.state in ("failed", "stopped"):
         st.error(status.message)
     if status.state in ("complete", "cancelled") and status.epochs_completed > 0:
-        if c2.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
+        if buttons.button("Open in the explorer", key=f"open_{job.name}", type="primary"):
             st.session_state[app_shared.RUN_KEY] = job.run_dir
             st.switch_page(explorer_page())
     if status.metrics:
