@@ -234,6 +234,7 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
     figure.layout.updatemenus, figure.layout.sliders = (), ()  # one frame: nothing to play
     figure.frames = ()
     figure.update_xaxes(showticklabels=False, row=1, col=2)  # the epochs are read below
+    figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))  # clear of the titles
     figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
     return figure, newest.note
 
