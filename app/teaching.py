@@ -104,7 +104,7 @@ def metric_row() -> Any:
     """A row for ``st.metric`` boxes that wraps onto a second line when the page is narrow
     (a 1024x768 projector), instead of cutting labels and values to "Fit to …"; give each
     metric ``width="content"``."""
-    return st.container(horizontal=True, gap="large")
+    return st.container(horizontal=True, gap="small")
 
 
 def show_verdict(verdict: tuple[str, str]) -> None:

@@ -79,7 +79,9 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
         r = prior_circle_radius()
         t = np.linspace(0, 2 * np.pi, 120)
         fig.add_traces(halo_line(r * np.cos(t), r * np.sin(t), "95% of N(0, I)", dash="dash",
-                                 width=3, showlegend=True, hoverinfo="name", shade=True))
+                                 width=3, showlegend=True, hoverinfo="name",
+                                 # shaded where it is small next to the codes (an AE's)
+                                 shade=2 * r < 0.25 * float(np.ptp(coords, axis=0).max())))
         fig.add_annotation(x=r * np.cos(np.pi / 4), y=r * np.sin(np.pi / 4), ax=70, ay=-55,
                            text="95% of N(0, I)", showarrow=True, arrowhead=2,
                            arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
@@ -115,9 +117,12 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10),
         showlegend=legend, legend=dict(title="label", itemsizing="constant"),
-        xaxis=dict(title=x_title, zeroline=projection == "raw"),
+        xaxis=dict(title=x_title, zeroline=projection == "raw",
+                   constrain="domain" if projection == "raw" else None),
         yaxis=dict(title=y_title, zeroline=projection == "raw",
-                   scaleanchor="x" if projection == "raw" else None))
+                   scaleanchor="x" if projection == "raw" else None,
+                   # equal scales by shrinking the plot, not by padding a range with nothing
+                   constrain="domain" if projection == "raw" else None))
     return fig
 
 

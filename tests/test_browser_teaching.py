@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+    context = browser.new_context(viewport={"width": 1440, "height": 900},
                                   accept_downloads=True)
     try:
         yield context.new_page()
@@ -167,9 +168,38 @@ def test_compare_ae_vs_vae(server, page, runs, tmp_path):
     assert len(image_sources(page)) == 5  # inputs + each run's reconstructions and samples
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert roles["ae"] in text and roles["vae"] in text
-    assert "KL term pulls every posterior" in text
+    for name, is_vae in ((roles["ae"], False), (roles["vae"], True)):
+        assert verdict_text(runs, name, is_vae) in squash(text), name  # words = numbers
     no_errors(page)
     shot(page, tmp_path, "1-compare", full_page=True)
+    # the big VAE on the right: its box says what its numbers say (for demo-vae-z16-beta4,
+    # 30.5 nats and 1% of the codes reached, no longer "the codes fill the prior")
+    right = page.locator('[data-testid="stSelectbox"]').filter(has_text="Right run").first
+    right.click()
+    page.get_by_role("option", name=roles["big"], exact=True).click()
+    page.get_by_role("heading", name=roles["big"]).first.wait_for(timeout=TIMEOUT)
+    settle(page, 1000)
+    text = squash(page.locator('[data-testid="stMain"]').inner_text())
+    assert verdict_text(runs, roles["big"], True) in text
+    if DEMO_RUNS:
+        assert "30.5" in text and "do not fill" in text
+    no_errors(page)
+
+
+def squash(text: str) -> str:
+    """Page text with Markdown emphasis and line breaks gone, for comparing with a verdict."""
+    return re.sub(r"\s+", " ", text.replace("**", ""))
+
+
+def verdict_text(runs: Path, name: str, is_vae: bool) -> str:
+    """What explorer.verdicts says about the run's codes (the page must show exactly it)."""
+    from explorer.compare import prior_fits
+    from explorer.verdicts import compare_verdict
+    from training import rundir
+
+    mu = rundir.read_latents(runs / name)["mu"]
+    fit, active_fit, n_dead = prior_fits(mu, is_vae)
+    return squash(compare_verdict(fit, is_vae, active_fit, n_dead)[1])
 
 
 def test_reparameterisation_draw_moves_z(server, page, runs, tmp_path):
@@ -217,10 +247,20 @@ def test_latent_health_and_summary_download(server, page, runs, tmp_path):
     assert f"{summary['active_units']} / {summary['config']['latent_dim']}" == active
     assert summary["iwae"]["log_px_iwae_mean"] >= summary["iwae"]["elbo_mean"]
     assert summary["run"] == names(runs)["big"]
-    # any figure downloads as a real PNG (kaleido + Chromium in the server)
-    with page.expect_download(timeout=TIMEOUT) as info:
-        page.get_by_role("button", name=re.compile(r"PNG$")).first.click()
-    assert Path(info.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # any figure downloads as a real PNG for a slide (kaleido + Chromium in the server):
+    # white, every label inside the picture, the legend saying what the colours mean
+    from tests.test_exports import colour, frame_is_background, ink, pixels
+
+    for attempt in range(2):  # the first click may still wait for Chromium to start
+        started = time.perf_counter()
+        with page.expect_download(timeout=TIMEOUT) as info:
+            page.locator(".st-key-dl_health_png button").first.click()  # not the toolbar
+        png = Path(info.value.path()).read_bytes()
+        print(f"PNG download {attempt + 1}: {time.perf_counter() - started:.2f} s")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = pixels(png)
+    h, w, _ = img.shape
+    assert frame_is_background(img) and ink(img[: h // 12]) and colour(img[:, int(0.8 * w):])
 
 
 def test_beta_and_warmup(server, page, runs, tmp_path):
@@ -261,7 +301,7 @@ def test_traversals_of_every_dimension(server, page, runs, tmp_path):
     big = names(runs)["big"]
     open_page(page, server, "/Generation", run=big, wait_text="Prior samples")
     page.get_by_role("tab", name="Traversals").click()
-    page.get_by_text("Rows ordered by information").first.wait_for(timeout=TIMEOUT)
+    page.get_by_text("labelled with its dimension").first.wait_for(timeout=TIMEOUT)
     grid = page.locator('[data-testid="stTabPanel"]:visible img').first
     grid.wait_for(timeout=TIMEOUT)
     before = grid.get_attribute("src")
@@ -287,6 +327,35 @@ def test_traversals_of_every_dimension(server, page, runs, tmp_path):
     assert value.strip() == str(latent_dim)
     no_errors(page)
     shot(page, tmp_path, "6d-traversals", full_page=True)
+
+
+TRUNCATED = """() => [...document.querySelectorAll(
+    '[data-testid="stMain"] button, [data-testid="stMetricLabel"], [data-testid="stMetricValue"]')]
+    .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.innerText.trim())"""
+LESSONS = [("/Compare_AE_vs_VAE", None, "1-compare"),
+           ("/Reparameterisation", "vae", "2-reparameterisation"),
+           ("/ELBO_vs_log_p", "vae", "3-elbo-vs-iwae"),
+           ("/Latent_health", "big", "4-latent-health"),
+           ("/Beta_and_warmup", None, "5-beta-warmup"), ("/Generation", "big", "6-generation")]
+
+
+@pytest.mark.parametrize("path,role,name", LESSONS, ids=[n for *_, n in LESSONS])
+def test_a_projector_shows_every_label_whole(server, browser, runs, tmp_path, path, role,
+                                             name):
+    """At 1024x768 (a projector), no button, metric label or value is cut to "Pr..."."""
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    try:
+        page = context.new_page()
+        open_page(page, server, path, run=names(runs)[role] if role else None)
+        page.locator('[data-testid="stMain"] button').first.wait_for(timeout=TIMEOUT)
+        settle(page, 1500)
+        assert page.evaluate(TRUNCATED) == []
+        no_errors(page)
+        if name in ("1-compare", "2-reparameterisation"):
+            shot(page, tmp_path, f"{name}-1024", full_page=True)
+    finally:
+        context.close()
 
 
 def test_train_from_the_app(server, page, runs, tmp_path):

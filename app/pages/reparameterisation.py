@@ -48,11 +48,11 @@ def main() -> None:
     # numbers and images first, then the maps side by side: each gets half the page, so
     # a 1024x768 projector still shows the whole table and two readable maps
     st.subheader(f"Sample {index}: the numbers")
-    numbers, pictures = st.columns(2, gap="medium")
+    numbers, pictures = st.columns([5, 4], gap="medium")
     with numbers:
         dims = min(len(mu), MAX_TABLE_DIMS)
-        table = pd.DataFrame({"μ": mu[:dims], "σ": sigma[:dims], f"ε (draw #{seed})": eps[:dims],
-                              "z = μ + σ·ε": z[:dims]},
+        table = pd.DataFrame({"μ": mu[:dims], "σ": sigma[:dims], f"ε #{seed}": eps[:dims],
+                              "z": z[:dims]},
                              index=[f"z{j}" for j in range(dims)])
         st.dataframe(table.style.format("{:+.3f}"), key="reparam_table")
         if len(mu) > dims:
