@@ -84,23 +84,25 @@ def fits_light_build(fig: go.Figure) -> bool:
     return all(trace.type in LIGHT_TRACE_TYPES for trace in fig.data)
 
 
-class PreparedChart:
-    """A figure with its JSON made once: for figures cached and shared by every session
-    (``fig.to_json()`` costs milliseconds of validation per call). Read-only."""
+PreparedChart = tuple[go.Figure, str]  # a figure and its JSON, made once
 
-    def __init__(self, fig: go.Figure):
-        self.fig = fig
-        self.spec = fig.to_json()
+
+def prepare(fig: go.Figure) -> PreparedChart:
+    """``fig`` with its JSON made once: for figures cached and shared by every session
+    (``fig.to_json()`` costs milliseconds of validation per call). Read-only. A plain
+    tuple, not a class: a cached value must survive Streamlit re-importing this module."""
+    return fig, fig.to_json()
 
 
 def plotly_chart(fig: go.Figure | PreparedChart, key: str,
                  on_select: Callable[[], None] | None = None,
                  config: dict[str, Any] | None = None) -> None:
-    """Draw ``fig`` (light build when it fits, else ``st.plotly_chart``). ``on_select`` runs
-    when a point is clicked; the chart's state is then in ``st.session_state[key]``."""
+    """Draw ``fig`` or a :func:`prepare`d one (light build when it fits, else
+    ``st.plotly_chart``). ``on_select`` runs when a point is clicked; the chart's state is
+    then in ``st.session_state[key]``."""
     spec = None
-    if isinstance(fig, PreparedChart):
-        fig, spec = fig.fig, fig.spec
+    if isinstance(fig, tuple):
+        fig, spec = fig
     config = {"displaylogo": False, **(config or {})}
     if not (fits_light_build(fig) and _light_build_checked()):
         kwargs: dict[str, Any] = {}

@@ -55,7 +55,8 @@ def build_command(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--no-train", action="store_true",
                         help="turn training from the browser off (the Train page says so)")
     parser.add_argument("--dev", action="store_true",
-                        help="developer mode: full error details (tracebacks) in the browser")
+                        help="developer mode: full error details (tracebacks) in the browser, "
+                             "and edited source files reloaded")
     parser.add_argument("--port", type=int, help="port to listen on (Streamlit's default 8501)")
     parser.add_argument("--address", help="address to listen on (e.g. 127.0.0.1 for this "
                                           "machine only, 0.0.0.0 for a classroom network)")
@@ -71,8 +72,8 @@ def build_command(argv: list[str] | None = None) -> list[str]:
             # the URL the banner prints (the config's "localhost" is only right for
             # 127.0.0.1); setting it also keeps Streamlit from looking up an external IP
             command += ["--browser.serverAddress", display_address(args.address)]
-    if args.dev:
-        command += ["--client.showErrorDetails", "full"]
+    if args.dev:  # tracebacks in the browser, and code changes picked up on rerun
+        command += ["--client.showErrorDetails", "full", "--server.fileWatcherType", "auto"]
     script_args = ["--runs-dir", str(Path(args.runs_dir).resolve())]
     if args.data_root:
         script_args += ["--data-root", str(Path(args.data_root).expanduser().resolve())]

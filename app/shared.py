@@ -48,7 +48,7 @@ import numpy as np
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
-from app.chart import PreparedChart
+from app.chart import PreparedChart, prepare
 from explorer import figures
 from explorer.inference import SampleTerms, available_projections, sample_terms
 from explorer.live import LiveDecoder, build_live_decoder
@@ -226,7 +226,7 @@ def get_decoder_link(path: str | os.PathLike) -> tuple[str, str]:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _curves_figure(path: str, stamp: float) -> PreparedChart:
-    return PreparedChart(figures.training_curves_figure(get_metrics(path)))
+    return prepare(figures.training_curves_figure(get_metrics(path)))
 
 
 def get_curves_figure(path: str | os.PathLike):
@@ -250,8 +250,8 @@ def _sample_panel(path: str, projection: str, selected: int, samples: int,
     kl_chart = None
     if terms.is_vae:
         decoder = get_live_decoder(path, projection)
-        kl_chart = PreparedChart(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
-                                                       decoder.mean_kl))
+        kl_chart = prepare(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
+                                                 decoder.mean_kl))
     return SamplePanel(terms, figures.elbo_images(terms.x, terms.recon_image), kl_chart)
 
 
@@ -272,7 +272,7 @@ def _film(path: str, stamp: tuple[float, float, float]) -> tuple[Any, str]:
                      info.class_names)
     if film is None:
         return None, ""
-    figure = PreparedChart(film_figure(film, list(get_metrics(path))))
+    figure = prepare(film_figure(film, list(get_metrics(path))))
     every = (f" {len(film.epochs)} of its {film.total_epochs} epochs are shown, evenly "
              f"spread." if len(film.epochs) < film.total_epochs else "")
     return figure, film.note + every

@@ -117,6 +117,7 @@ def test_vae_explorer_builds_the_streamlit_command(tmp_path):
         build_command(["--port", "70000"])
     dev = build_command(["--dev"])
     assert dev[dev.index("--client.showErrorDetails") + 1] == "full"
+    assert dev[dev.index("--server.fileWatcherType") + 1] == "auto"  # a server: "none"
 
 
 def test_students_never_see_tracebacks():

@@ -983,6 +983,8 @@ class Lens {
     ctx.setLineDash([]);
     ctx.fillStyle = col.text;
     ctx.beginPath(); ctx.arc(X(cx), Y(cy), 2.5, 0, 2 * Math.PI); ctx.fill();
+    ctx.fillStyle = col.bg; // label bands, so points never run through the words
+    ctx.fillRect(ix + 1, iy + 1, size - 2, 16); ctx.fillRect(ix + 1, iy + size - 17, size - 2, 16);
     ctx.font = '11px sans-serif'; ctx.textAlign = 'left'; ctx.textBaseline = 'top';
     ctx.fillStyle = col.text;
     ctx.fillText(`zoom ×${k >= 10 ? Math.round(k) : k.toFixed(1)}`, ix + 5, iy + 4);
