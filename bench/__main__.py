@@ -37,7 +37,7 @@ from bench.common import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "quality", "projection", "app", "live", "gpu", "classroom")
+SECTIONS = ("training", "speed", "quality", "projection", "app", "live", "gpu", "classroom")
 APP_LATENCY_JSON = RESULTS_DIR / "app_latency.json"
 LIVE_DECODING_JSON = RESULTS_DIR / "live_decoding.json"
 
@@ -158,6 +158,10 @@ def run_section(name: str, args: argparse.Namespace) -> tuple[list[Row], dict[st
         from bench import throughput
 
         return throughput.measure(torch.device("cpu"), rounds=3 if args.quick else 6)
+    if name == "speed":  # issue 17: whole runs to their bars, busy core, time to quality
+        from bench import training_speed
+
+        return training_speed.measure(repeats=1 if args.quick else 2)
     if name == "quality":
         from bench import quality
 

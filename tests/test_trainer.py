@@ -221,3 +221,24 @@ def test_onnx_graphs_with_swapped_weights_equal_a_fresh_export():
     other = VAE.from_config(TrainConfig(dataset="digits", hidden_dim=16, hidden_layers=1,
                                         latent_dim=3), (1, 8, 8))
     assert swap_weights(template, other) is None  # another architecture: export anew
+
+
+def test_demo_time_left_scales_measured_epochs_by_model_size_and_counts_fixed_costs():
+    from training.demo import DEMO_RUNS, TimeLeft, demo_config, size_per_sample
+
+    plan = {name: demo_config(name) for name in DEMO_RUNS}
+    left = TimeLeft(plan, jobs=1)
+    assert left.seconds_left() is None and "measuring" in left.describe()
+    z2 = plan["demo-vae-z2"]
+    left.epoch_done("demo-vae-z2", {"epoch": 1, "seconds": 2.0})
+    per_unit = 2.0 / size_per_sample(z2)
+    expected = sum((c.epochs - (1 if n == "demo-vae-z2" else 0)) * size_per_sample(c) * per_unit
+                   + 4.0 for n, c in plan.items())
+    assert left.seconds_left() == pytest.approx(expected)
+    left.run_done("demo-vae-z2", wall=2.0 + 3.0, epoch_seconds=2.0)  # 3 s besides epochs
+    rest = sum(c.epochs * size_per_sample(c) * per_unit + 3.0
+               for n, c in plan.items() if n != "demo-vae-z2")
+    assert left.seconds_left() == pytest.approx(rest)
+    assert TimeLeft(plan, jobs=2, epoch_seconds=1.0, epoch_units=1.0).seconds_left() == \
+        pytest.approx(TimeLeft(plan, jobs=1, epoch_seconds=1.0, epoch_units=1.0)
+                      .seconds_left() / 2)

@@ -8,7 +8,7 @@ trained before ONNX export gets its ONNX files). It prints "run k of n" as each 
 and, after every epoch, how long is left: measured epoch times so far, scaled by each
 remaining run's size (its weights per sample), plus the measured fixed cost of a run
 (start-up, evaluation, saving, ONNX export). ``--jobs`` runs that many at once in worker
-processes (default: one per core other processes leave free, each on one thread).
+processes, each on one thread (default: one per core).
 """
 
 from __future__ import annotations
@@ -114,12 +114,14 @@ def fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def free_cores() -> int:
-    """Cores other processes leave free right now (``ThreadGovernor``'s measure)."""
-    from training.trainer import ThreadGovernor, default_threads
+def default_jobs() -> int:
+    """One worker per core. Each worker trains on one thread, and a one-thread process never
+    waits at an OpenMP barrier for a thread that shares its core with a neighbour, so a busy
+    machine slows the workers down in proportion, without the collapse that a two-thread
+    process suffers there."""
+    from training.trainer import default_threads
 
-    governor = ThreadGovernor(default_threads())
-    return governor.start(probe=0.2)
+    return default_threads()
 
 
 def _epoch_line(total: int, index: dict[str, int], left: TimeLeft, name: str,
@@ -280,11 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--only", nargs="+", choices=list(DEMO_RUNS))
     parser.add_argument("--jobs", type=int, default=0,
-                        help="runs trained at once, one thread each (0 = one per free core)")
+                        help="runs trained at once, one thread each (0 = one per core)")
     args = parser.parse_args(argv)
     from training.trainer import TrainingStopped
 
-    jobs = args.jobs if args.jobs > 0 else free_cores()
+    jobs = args.jobs if args.jobs > 0 else default_jobs()
     started = time.perf_counter()
     try:
         train_demo_runs(args.runs_dir, args.only, log=lambda line: print(line, flush=True),

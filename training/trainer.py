@@ -698,9 +698,11 @@ class EpochLoop:
             self.governor.start()
 
     def run(self, first_epoch: int) -> None:
-        # a child exports the graphs while the epochs run, where a core is there for it
-        # (never under DDP, whose ranks already use the cores; not for a 1-epoch run)
+        # a child exports the graphs while the epochs run, where a core is there for it:
+        # not with --threads 1 (the app's jobs and the demo workers: the user gave this run
+        # one core), never under DDP (its ranks use the cores), not for a 1-epoch run
         if self.dist.is_main and not self.dist.enabled and default_threads() >= 2 \
+                and self.config.threads != 1 \
                 and self.config.epochs - first_epoch >= 1 \
                 and os.environ.get("VAE_EARLY_EXPORT", "1") != "0":
             with contextlib.suppress(OSError):
