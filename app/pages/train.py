@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ TEACHER_KEY = "_train_teacher"  # True once the teacher token was entered in thi
 FOLLOW_KEY = "_train_follow"  # the job the panel shows (the one started or chosen last)
 PICK_KEY = "_train_pick"  # the job selector's key: PICK_KEY + "_" + its generation
 PICK_GEN_KEY = "_train_pick_gen"  # bumped when the page, not the visitor, changes the job
-SELECTED_KEY = "_train_selected"  # (job, run) whose run was just selected: say so once shown
+SELECTED_KEY = "_train_selected"  # (job, run, time): a run just selected; said once shown
 CANCEL_FAILED_KEY = "_train_cancel_failed"  # the job a Cancel could not stop
 FOLDER_OPTION = "folder:…"
 OFF_MESSAGE = "Training from the browser is turned off on this server."
@@ -210,7 +211,7 @@ def _open_finished_run(job: TrainJob, status: JobStatus, mine: bool) -> None:
         return  # not yet openable (its last files are being written): the next tick
     opened.append(job.name)
     st.session_state[app_shared.RUN_KEY] = job.run_dir
-    st.session_state[SELECTED_KEY] = (job.name, job.run_dir)
+    st.session_state[SELECTED_KEY] = (job.name, job.run_dir, time.time())
     st.rerun()  # the whole page, sidebar included
 
 
@@ -285,9 +286,9 @@ def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
     buttons = st.container(horizontal=True)
     if not status.finished and (mine or teacher):
         buttons.button("Cancel", icon=":material/stop_circle:", key=f"cancel_{job.name}",
-                  on_click=_cancel, args=(job, token, teacher),
-                  help="Training stops between batches; finished epochs are kept" if
-                  status.state != "queued" else "The job leaves the queue")
+                       on_click=_cancel, args=(job, token, teacher),
+                       help="Training stops between batches; finished epochs are kept"
+                       if status.state != "queued" else "The job leaves the queue")
     if st.session_state.get(CANCEL_FAILED_KEY) == job.name:
         st.warning("This job was not started by this app process (or the app was "
                    "restarted since), so it cannot be cancelled from here.")
@@ -346,9 +347,11 @@ def show_selected_message(picked: Path | None) -> None:
     """The message that a finished job's run is now the selected run, shown in the run
     whose sidebar selector shows it (never before)."""
     pending = st.session_state.pop(SELECTED_KEY, None)
-    if not (isinstance(pending, tuple) and len(pending) == 2):
+    if not (isinstance(pending, tuple) and len(pending) == 3):
         return
-    name, run_dir = pending
+    name, run_dir, when = pending
+    if time.time() - when > 60:
+        return  # the visitor left the page meanwhile: old news
     if picked is not None and str(picked) == run_dir:
         st.toast(f"{md(name)} finished: it is now the selected run on every page.",
                  icon=":material/check_circle:")
