@@ -1,7 +1,14 @@
 """Train from the app: a form with the main options starts ``python -m training`` in a
-separate process (or queues it while the server's training slots are busy); a progress
-bar and live loss curves follow the one job shown (an ``st.fragment`` that re-reads that
-job's record every second, nothing else); when it finishes, the visitor's new run opens.
+separate process (or queues it while the server's training slots are busy). Below it, an
+``st.fragment`` re-reads the job records every second: every job, newest first, and the
+panel of the one this session follows (a progress bar, Cancel for its own running or
+queued job, the newest epoch's latent map beside the test curves, the log).
+
+The session follows the job it started last, from the page run in which it was
+submitted, and the job chosen in the selector; one visitor's job never changes what
+another follows or which run they have open. When this session's own job completes,
+its run becomes the selected run of this session only, and the message saying so is
+shown in the page run whose sidebar shows that run.
 
 What a browser may do is the server's :class:`~explorer.train_policy.TrainPolicy`: built-in
 data sets or folders under the teacher's data root, capped sizes, a queue, a disk cap,
@@ -237,7 +244,10 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
     figure.update_xaxes(showticklabels=False, row=1, col=2)  # the epochs are read below
     figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))  # clear of the titles
     figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
-    return figure, newest.note
+    note = newest.note if newest.projection == "raw" else (
+        f"Axes: the first two principal components of the {info.config.latent_dim}-D means "
+        f"after this epoch.")
+    return figure, note
 
 
 def live_map(job: TrainJob, status: JobStatus) -> None:
