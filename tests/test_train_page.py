@@ -2,7 +2,8 @@
 is submitted, even over a finished one; jobs are listed newest first; a running or
 queued job of this session has a Cancel button that cancels it; the message that a
 finished run is now the selected run comes in the same page run as the sidebar showing
-it; and one visitor's job never changes another visitor's run or panel.
+it; one visitor's job never changes another visitor's run or panel; and a running
+job's latent map is redrawn after every epoch.
 
 Jobs run a stand-in for the trainer: a process that waits for its release file, then
 copies the shared tiny run into its run folder (a complete, openable run) and exits 0.
