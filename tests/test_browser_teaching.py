@@ -216,7 +216,7 @@ def test_reparameterisation_draw_moves_z(server, page, runs, tmp_path):
     settle(page)
     assert page.get_by_text("ε #1").count() >= 1
     no_errors(page)
-    shot(page, tmp_path, "2-reparameterisation")
+    shot(page, tmp_path, "2-reparameterisation", full_page=True)
 
 
 def test_elbo_vs_iwae(server, page, runs, tmp_path):
@@ -231,7 +231,7 @@ def test_elbo_vs_iwae(server, page, runs, tmp_path):
     assert float(metric_value(page, "gap IWAE").split()[0]) >= 0
     assert "not a normalised density" in page.locator('[data-testid="stMain"]').inner_text()
     no_errors(page)
-    shot(page, tmp_path, "3-elbo-vs-iwae")
+    shot(page, tmp_path, "3-elbo-vs-iwae", full_page=True)
 
 
 def test_latent_health_and_summary_download(server, page, runs, tmp_path):
@@ -240,7 +240,7 @@ def test_latent_health_and_summary_download(server, page, runs, tmp_path):
     settle(page)
     active = metric_value(page, "Active units")
     no_errors(page)
-    shot(page, tmp_path, "4-latent-health")
+    shot(page, tmp_path, "4-latent-health", full_page=True)
     with page.expect_download(timeout=TIMEOUT) as info:
         page.get_by_role("button", name="Run summary (JSON)").click()
     summary = json.loads(Path(info.value.path()).read_text())

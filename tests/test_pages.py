@@ -116,6 +116,9 @@ def test_reparameterisation_page_moves_z_with_a_new_eps(app, tiny_run):
     assert after[2] != before[2]  # decode(z) changed
     at.slider(key="reparam_k").set_value(5).run()
     assert "5 draws of z" in at.subheader[-1].value
+    # σ means only the posterior's standard deviation; the sigmoid is named s(·)
+    assert "logistic sigmoid s(·)" in texts(at) and "σ(" not in texts(at)
+    assert "decode(z) differs from decode(μ) by" in texts(at)  # verdicts.reparam_note
 
 
 def test_reparameterisation_page_explains_an_autoencoder(app):

@@ -17,6 +17,16 @@ from explorer.verdicts import reparam_note, spread_note
 
 EPS_KEY = "reparam_eps_seed"
 MAX_TABLE_DIMS = 16
+# σ is always the posterior's standard deviation here; the squashing function gets its own
+# name, s(·), so the two are never confused on a slide
+DECODE_NOTE = {
+    "logits": "σ: the posterior's standard deviation. decode(z) = s(f(z)) is the mean image: "
+              "the decoder's output f(z) through the logistic sigmoid s(·).",
+    "probabilities": "σ: the posterior's standard deviation. decode(z) is the mean image "
+                     "the imported decoder outputs (probabilities per pixel).",
+    "mean": "σ: the posterior's standard deviation. decode(z) is the mean image the imported "
+            "decoder outputs (the Gaussian likelihood's mean).",
+}
 
 
 def new_eps() -> None:
@@ -58,6 +68,8 @@ def main() -> None:
         if len(mu) > dims:
             st.caption(f"First {dims} of {len(mu)} dimensions.")
         st.latex(r"z = \mu + \sigma \odot \varepsilon,\quad \varepsilon \sim \mathcal{N}(0, I)")
+        st.caption(DECODE_NOTE.get(getattr(run.model, "decoder_output", "logits"),
+                                   DECODE_NOTE["logits"]))
     with pictures:
         p1, p2, p3 = st.columns(3)
         p1.image(enlarge(image_hwc(images[index])), caption="input x", width="stretch",
