@@ -60,6 +60,8 @@ def print_figure(fig: Any, title: str | None = None) -> dict[str, Any]:
         if key.startswith(("xaxis", "yaxis")):
             layout[key] = {**layout[key], "automargin": True, "gridcolor": "#e5e5e5",
                            "linecolor": "#444", "color": "#222"}
+            if layout[key].get("constrain") == "domain":  # equal scales: on a slide, widen
+                layout[key]["constrain"] = "range"  # the range, not a narrow plot
     layout.setdefault("xaxis", {"automargin": True})
     layout.setdefault("yaxis", {"automargin": True})
     layout["annotations"] = [{**a, "font": {**a.get("font", {}), "color": "#222"}}
@@ -103,7 +105,7 @@ class PngRenderer:
         thread = threading.Thread(target=loop.run_forever, name="kaleido-png", daemon=True)
         thread.start()
 
-        class Quick(kaleido.Kaleido):  # type: ignore[misc]
+        class Quick(kaleido.Kaleido):
             """Kaleido reloads its tab after every image, before handing the image back;
             here the reload runs after the image is returned (the next render waits for
             the tab as before)."""

@@ -24,8 +24,8 @@ from explorer.text import plot_text
 HEALTH_COLOURS = (("#4e79a7", "active"), ("#f28e2b", "weak (KL < 0.01 nats)"),
                   ("#e15759", "dead (Var μ ≤ 0.01)"))
 CurvePoint = tuple[int, float, float]  # (K, ELBO, E[IWAE_K]) as explorer.iwae.sample_curve
-WARMUP_PANELS = (("beta", "β used in the objective"), ("test_kl", "test KL (rate), nats"),
-                 ("test_recon", "test reconstruction, nats"))
+WARMUP_PANELS = (("beta", "β in the objective"), ("test_kl", "test KL (rate)"),
+                 ("test_recon", "test reconstruction"))  # short: three fit at 1024x768
 
 
 def decimal(value: float) -> str:

@@ -533,7 +533,8 @@ def test_warmup_figure_has_three_panels_per_run():
         assert len({t.line.color for t in traces}) == 1
     assert fig.data[0].line.color != fig.data[3].line.color
     assert [a.text for a in fig.layout.annotations] == [
-        "β used in the objective", "test KL (rate), nats", "test reconstruction, nats"]
+        "β in the objective", "test KL (rate)", "test reconstruction"]
+    assert [fig.layout[f"yaxis{s}"].title.text for s in ("", "2", "3")] == ["β", "nats", "nats"]
     assert [fig.layout[f"xaxis{s}"].title.text for s in ("", "2", "3")] == ["epoch"] * 3
 
 
