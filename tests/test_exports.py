@@ -214,3 +214,18 @@ def test_a_failed_render_starts_a_fresh_browser(rendered, monkeypatch):
     assert not export.RENDERER.running  # closed, not left half-broken
     assert export.figure_png(FIGURES["gap-histogram"][0]).startswith(b"\x89PNG")
     assert export.RENDERER._kaleido is not broken
+
+
+def test_an_idle_browser_is_closed(rendered):
+    renderer = export.PngRenderer(idle=1.0)
+    try:
+        png = renderer.render(export.print_figure(FIGURES["gap-histogram"][0]),
+                              dict(format="png", width=300, height=200, scale=1))
+        assert png.startswith(b"\x89PNG") and renderer.running
+        for _ in range(100):
+            if not renderer.running:
+                break
+            threading.Event().wait(0.1)
+        assert not renderer.running  # its ~420 MB are given back
+    finally:
+        renderer.close()
