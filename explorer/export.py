@@ -189,17 +189,26 @@ RENDERER = PngRenderer()
 atexit.register(RENDERER.close)
 
 
+_WARMING = threading.Lock()  # held while a warm-up runs: one at a time, never a queue
+
+
 def warm_up() -> None:
     """Start the PNG renderer's browser now (in a background thread), so the first PNG a
-    visitor asks for does not wait for Chromium to start."""
+    visitor asks for does not wait for Chromium to start. Cheap to call on every page
+    run: does nothing while the browser is open or another warm-up is under way."""
+    if RENDERER.running or not _WARMING.acquire(blocking=False):
+        return
+
     def run() -> None:
         try:
-            figure_png({"data": [], "layout": {}}, width=50, height=50, scale=1)
+            if not RENDERER.running:
+                figure_png({"data": [], "layout": {}}, width=50, height=50, scale=1)
         except ExportError:
             pass  # the button says why when it is pressed
+        finally:
+            _WARMING.release()
 
-    if not RENDERER.running:
-        threading.Thread(target=run, name="kaleido-warm-up", daemon=True).start()
+    threading.Thread(target=run, name="kaleido-warm-up", daemon=True).start()
 
 
 def figure_png(fig: Any, title: str | None = None, width: int = 900,

@@ -229,3 +229,22 @@ def test_an_idle_browser_is_closed(rendered):
         assert not renderer.running  # its ~420 MB are given back
     finally:
         renderer.close()
+
+
+def test_warm_up_starts_one_browser_once(rendered, monkeypatch):
+    calls = []
+    monkeypatch.setattr(export.RENDERER, "_kaleido", None)  # as if closed (restored after)
+    monkeypatch.setattr(export, "figure_png", lambda *a, **k: calls.append(a) or b"")
+    release = export._WARMING.acquire()  # a warm-up under way: more calls do nothing
+    try:
+        for _ in range(20):
+            export.warm_up()
+    finally:
+        export._WARMING.release()
+    assert release and calls == []
+    export.warm_up()
+    for _ in range(50):
+        if calls:
+            break
+        threading.Event().wait(0.05)
+    assert len(calls) == 1
