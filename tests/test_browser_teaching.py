@@ -275,6 +275,8 @@ def test_beta_and_warmup(server, page, runs, tmp_path):
 
 def test_generation_views(server, page, runs, tmp_path):
     open_page(page, server, "/Generation", run=names(runs)["vae"], wait_text="Prior samples")
+    page.locator(IMAGES).first.wait_for(timeout=TIMEOUT)  # the tab's text comes first
+    page.get_by_text("decoded draws z ~ N(0, I)").first.wait_for(timeout=TIMEOUT)
     before = image_sources(page)
     page.get_by_role("button", name="New samples").click()
     page.wait_for_function(
