@@ -139,7 +139,18 @@ def default_out(config: TrainConfig) -> Path:
     return Path("runs") / f"{name}-{config.model}-z{config.latent_dim}-{stamp}"
 
 
+def passive_openmp() -> None:
+    """OpenMP threads that sleep when idle instead of spinning (``OMP_WAIT_POLICY=PASSIVE``),
+    unless the user chose otherwise; only effective before torch (libgomp) is loaded. With
+    spinning threads a busy neighbour stalls every parallel region: 2-D demo epochs took
+    0.9-6.9 s with the default policy at load 3 on 2 cores, 0.8-1.4 s passive (best
+    epochs equal: 0.90 vs 0.97 s)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else list(argv)

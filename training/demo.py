@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=0,
                         help="runs trained at once, one thread each (0 = one per core)")
     args = parser.parse_args(argv)
+    from training.cli import passive_openmp
+
+    passive_openmp()  # before torch loads; the spawned workers inherit it
     from training.trainer import TrainingStopped
 
     jobs = args.jobs if args.jobs > 0 else default_jobs()
