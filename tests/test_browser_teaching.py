@@ -166,10 +166,14 @@ def test_compare_ae_vs_vae(server, page, runs, tmp_path):
     # the text arrives before the charts are attached: wait (retrying) for exactly two
     expect(charts).to_have_count(2, timeout=TIMEOUT)
     assert len(image_sources(page)) == 5  # inputs + each run's reconstructions and samples
+    expected = {name: verdict_text(runs, name, is_vae)
+                for name, is_vae in ((roles["ae"], False), (roles["vae"], True))}
+    for verdict in expected.values():  # the right column's box may come a moment later
+        page.get_by_text(verdict[:40]).first.wait_for(timeout=TIMEOUT)
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert roles["ae"] in text and roles["vae"] in text
-    for name, is_vae in ((roles["ae"], False), (roles["vae"], True)):
-        assert verdict_text(runs, name, is_vae) in squash(text), name  # words = numbers
+    for name, verdict in expected.items():
+        assert verdict in squash(text), name  # the words follow the numbers
     no_errors(page)
     shot(page, tmp_path, "1-compare", full_page=True)
     # the big VAE on the right: its box says what its numbers say (for demo-vae-z16-beta4,
@@ -178,9 +182,11 @@ def test_compare_ae_vs_vae(server, page, runs, tmp_path):
     right.click()
     page.get_by_role("option", name=roles["big"], exact=True).click()
     page.get_by_role("heading", name=roles["big"]).first.wait_for(timeout=TIMEOUT)
+    verdict = verdict_text(runs, roles["big"], True)
+    page.get_by_text(verdict[:40]).first.wait_for(timeout=TIMEOUT)
     settle(page, 1000)
     text = squash(page.locator('[data-testid="stMain"]').inner_text())
-    assert verdict_text(runs, roles["big"], True) in text
+    assert verdict in text
     if DEMO_RUNS:
         assert "30.5" in text and "do not fill" in text
     no_errors(page)
