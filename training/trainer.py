@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 EVAL_BATCH = 1000
 SYNC_EVERY = 16  # batches between host syncs (loss finite? stop requested?) on GPU / DDP
+EARLY_EXPORT_MIN_S = 5.0  # training seconds left after epoch 1 that hide a child's ONNX export
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise comes from its own generator: eval never
 # consumes the training RNG, so evaluating (or not) cannot change the training trajectory
 
@@ -697,22 +698,29 @@ class EpochLoop:
             self.governor = ThreadGovernor(default_threads())
             self.governor.start()
 
-    def run(self, first_epoch: int) -> None:
-        # a child exports the graphs while the epochs run, where a core is there for it:
-        # not with --threads 1 (the app's jobs and the demo workers: the user gave this run
-        # one core), never under DDP (its ranks use the cores), not for a 1-epoch run
+    def maybe_export_early(self, epochs_left: int, epoch_seconds: float) -> None:
+        """After this call's first epoch: start :class:`EarlyExport` when the epochs left
+        will take long enough to hide it (``EARLY_EXPORT_MIN_S``; a child costs a torch
+        import, which tiny runs would only wait for) and a core is there for it: not with
+        --threads 1 (the app's jobs and the demo workers: the user gave this run one
+        core), never under DDP (its ranks use the cores)."""
         if self.dist.is_main and not self.dist.enabled and default_threads() >= 2 \
                 and self.config.threads != 1 \
-                and self.config.epochs - first_epoch >= 1 \
+                and epochs_left * epoch_seconds >= EARLY_EXPORT_MIN_S \
                 and os.environ.get("VAE_EARLY_EXPORT", "1") != "0":
             with contextlib.suppress(OSError):
                 self.early_export = EarlyExport(self.config, self.data.image_shape)
+
+    def run(self, first_epoch: int) -> None:
         try:
             with stop_on_signals(self.flag):
                 for epoch in range(first_epoch, self.config.epochs + 1):
                     t0 = time.perf_counter()
                     done, n_seen = self.train_one_epoch(epoch)
                     self.check_epoch(epoch, done)
+                    if epoch == first_epoch:
+                        self.maybe_export_early(self.config.epochs - epoch,
+                                                time.perf_counter() - t0)
                     if self.dist.is_main:
                         self.save_epoch(epoch, done, n_seen, t0)
                     self.agree_on_stop(epoch)
