@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--threads", type=_int_at_least(0), default=d.threads,
-                   help="CPU threads (0 = the cores other processes leave free, "
-                        "re-checked every half second)")
+                   help="CPU threads (0 = all cores, their OpenMP threads sleeping when "
+                        "idle; where they spin, the cores other processes leave free)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="run directory (default: runs/<dataset>-<model>-z<dim>-<time>)")

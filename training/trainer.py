@@ -141,8 +141,9 @@ def _cpu_busy_seconds() -> float | None:
 
 
 class ThreadGovernor:
-    """``--threads 0``: use the cores *other processes leave free*, re-checked as training
-    goes. A parallel region of N threads runs at the pace of its slowest thread, so one
+    """``--threads 0`` where OpenMP threads spin (torch loaded before ``OMP_WAIT_POLICY``
+    could be set to PASSIVE): use the cores *other processes leave free*, re-checked as
+    training goes. A parallel region of N threads runs at the pace of its slowest thread, so one
     thread sharing its core with a busy neighbour stalls every matrix multiply (measured:
     5 epochs 21.4 s with 2 threads beside one busy process, 10.4 s with 1). Every ``every``
     seconds of wall time the machine's busy CPU time minus this process's own (both
@@ -694,7 +695,14 @@ class EpochLoop:
         # full) or under DDP
         self.sync_every = SYNC_EVERY if (self.device.type != "cpu" or self.dist.enabled) else 1
         self.governor = None
-        if self.device.type == "cpu" and self.config.threads == 0 and not self.dist.enabled:
+        # With sleeping OpenMP threads (the CLI's and the demo set's OMP_WAIT_POLICY=PASSIVE)
+        # all cores do better beside a busy neighbour than the governor's fewer threads
+        # (2-D demo run beside a spinning process, load ~5: 49.9 s with 2 passive threads,
+        # 60.4 s with the governor); spinning threads (torch imported before the policy could
+        # be set, as in a notebook or the app's own process) collapse there: govern those.
+        passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+        if self.device.type == "cpu" and self.config.threads == 0 and not self.dist.enabled \
+                and not passive:
             self.governor = ThreadGovernor(default_threads())
             self.governor.start()
 
