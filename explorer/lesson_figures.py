@@ -114,6 +114,16 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                         color=m.get("colour", INK), line=dict(color="white", width=1.5)),
             hovertemplate=f"{m['name']}<extra></extra>"))
     x_title, y_title = AXIS_TITLES.get(projection, ("x", "y"))
+    if projection == "raw":  # fixed ranges: the labels' boxes must not widen the map
+        xs, ys = [coords[:, 0]], [coords[:, 1]]
+        for trace in fig.data:
+            if trace.x is not None and trace.y is not None:
+                xs.append(np.asarray(trace.x, dtype=np.float64))
+                ys.append(np.asarray(trace.y, dtype=np.float64))
+        for axis, values in (("xaxis", np.concatenate(xs)), ("yaxis", np.concatenate(ys))):
+            lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+            pad = 0.05 * max(hi - lo, 1e-6)
+            fig.layout[axis].range = [lo - pad, hi + pad]
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10),
         showlegend=legend, legend=dict(title="label", itemsizing="constant"),

@@ -468,6 +468,11 @@ def test_lesson_map_overlays():
     assert halo.showlegend is False and "95% of N(0, I)" in [a.text for a in
                                                              fig.layout.annotations]
     assert fig.layout.plot_bgcolor is None  # the theme's background, not white
+    # fixed ranges around the codes and the circle (a label's box must not widen the map)
+    r = prior_circle_radius()
+    assert fig.layout.xaxis.range[0] < min(coords[:, 0].min(), -r)
+    assert fig.layout.yaxis.range[1] > max(coords[:, 1].max(), r)
+    assert fig.layout.xaxis.range[1] < max(coords[:, 0].max(), r) + 1
     np.testing.assert_allclose(np.hypot(circle.x, circle.y), prior_circle_radius())
     # 95% of a 2-D standard normal lies inside the circle
     draws = np.random.default_rng(1).standard_normal((200_000, 2))
@@ -632,7 +637,8 @@ def test_reparam_map_and_zoom():
     assert zoom.data[names.index(z_label(3))].marker.size == 22
     assert zoom.data[-2].marker.size == 9
     assert star.marker.size == 18 and fig.data[-2].marker.size == 7  # original untouched
-    assert fig.layout.xaxis.range is None
+    assert fig.layout.xaxis.range[0] <= coords[:, 0].min()  # the whole map, not the zoom
+    assert fig.layout.xaxis.range[1] >= coords[:, 0].max()
 
     # the demo's sigma ~0.05 on the same map: enlarged to be seen, and labelled so
     tiny = np.array([0.05, 0.02])
