@@ -833,6 +833,7 @@ class EpochLoop:
             weights_sha = rundir.save_weights(run_dir / rundir.WEIGHTS_FILE, tensors,
                                               {"epoch": str(epoch), "model": config.model})
             rundir.write_latents(run_dir, arrays)
+            frames.write_frame(run_dir, epoch, result.mu)  # the film: frames.py
             rundir.write_metrics(run_dir, self.metrics)
             rundir.save_train_state(run_dir, state)
             rundir.write_config(run_dir, self.info)
