@@ -82,10 +82,10 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
                                  width=3, showlegend=True, hoverinfo="name",
                                  # shaded where it is small next to the codes (an AE's)
                                  shade=2 * r < 0.25 * float(np.ptp(coords, axis=0).max())))
-        fig.add_annotation(x=r * np.cos(np.pi / 4), y=r * np.sin(np.pi / 4), ax=70, ay=-55,
+        fig.add_annotation(x=0.0, y=r, ax=0, ay=-36,  # above the circle: near the middle
                            text="95% of N(0, I)", showarrow=True, arrowhead=2,
-                           arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
-                           bgcolor="rgba(128, 128, 128, 0.25)")
+                           arrowcolor="#888", arrowwidth=1.5, font=dict(size=12, color=INK),
+                           bgcolor=HALO, bordercolor="#888")
     if ellipse is not None:
         center, sigma = np.asarray(ellipse[0]), np.asarray(ellipse[1]) * ellipse_times
         for n_sigma, dash in ((1.0, "solid"), (2.0, "dot")):
@@ -94,8 +94,8 @@ def lesson_map(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
         if ellipse_times > 1:
             fig.add_annotation(x=float(center[0]), y=float(center[1] - 2 * sigma[1]),
                                ax=0, ay=80, showarrow=True, arrowhead=2,
-                               arrowcolor="#888", arrowwidth=1.5, font=dict(size=12),
-                               bgcolor="rgba(128, 128, 128, 0.25)",
+                               arrowcolor="#888", arrowwidth=1.5, font=dict(size=12, color=INK),
+                               bgcolor=HALO, bordercolor="#888",
                                text=f"q(z|x) 1σ, 2σ drawn ×{ellipse_times}")
     if rings:
         for colour, width in ((HALO, 5.0), (INK, 2.5)):
