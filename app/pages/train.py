@@ -237,13 +237,18 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
     if film is None:
         return None
     newest = dataclasses.replace(film, epochs=film.epochs[-1:], xy=film.xy[-1:])
-    figure = film_figure(newest, metrics, height=440)
     epoch = int(newest.epochs[0])
-    figure.layout.updatemenus, figure.layout.sliders = (), ()  # one frame: nothing to play
-    figure.frames = ()
-    figure.update_xaxes(showticklabels=False, row=1, col=2)  # the epochs are read below
-    figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))  # clear of the titles
-    figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
+    if len(film.epochs) >= 2:  # the film so far: opens on the newest epoch, ▶ and a slider
+        figure = film_figure(film, metrics, height=480)
+        figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))
+        figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
+    else:
+        figure = film_figure(newest, metrics, height=440)
+        figure.layout.updatemenus, figure.layout.sliders = (), ()  # one frame: nothing to play
+        figure.frames = ()
+        figure.update_xaxes(showticklabels=False, row=1, col=2)  # the epochs are read below
+        figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))  # clear of the titles
+        figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
     note = newest.note if newest.projection == "raw" else (
         f"Axes: the first two principal components of the {info.config.latent_dim}-D means "
         f"after this epoch.")
@@ -265,7 +270,8 @@ def live_map(job: TrainJob, status: JobStatus) -> None:
     figure, note = built
     st.plotly_chart(figure, key=f"live_map_{job.name}")
     st.caption(f"The test images' latent means after the newest finished epoch, "
-               f"redrawn after every epoch. {md(note)}")
+               f"redrawn after every epoch; ▶ and the epoch slider replay the epochs so far. "
+               f"{md(note)}")
 
 
 def job_panel(runs: str, job: TrainJob, policy: TrainPolicy, token: str,
