@@ -103,7 +103,8 @@ def place_by_neighbours(z: np.ndarray, mu: np.ndarray, projected: np.ndarray,
                         k: int = 10) -> np.ndarray:
     """Place new latent vectors z (M, D) on an existing 2-D map of ``mu`` (N, D) ->
     ``projected`` (N, 2): inverse-distance-weighted mean of the k nearest neighbours'
-    positions. An exact match lands exactly on its neighbour. Returns (M, 2)."""
+    positions. An exact match lands exactly on its neighbour (only the matches count then,
+    since 1e-6-floored weights would still let close neighbours pull it). Returns (M, 2)."""
     z = np.atleast_2d(np.asarray(z, dtype=np.float32))
     mu = np.asarray(mu, dtype=np.float32)
     k = max(1, min(k, len(mu)))
@@ -111,7 +112,11 @@ def place_by_neighbours(z: np.ndarray, mu: np.ndarray, projected: np.ndarray,
     d2 = (z**2).sum(1)[:, None] - 2.0 * z @ mu.T + (mu**2).sum(1)[None, :]  # (M, N)
     d2 = np.maximum(d2, 0.0)
     nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]  # (M, k)
-    dist = np.sqrt(np.take_along_axis(d2, nearest, axis=1))  # (M, k)
-    weights = 1.0 / np.maximum(dist, 1e-6)
+    # the expansion above can lose small distances to float32 cancellation (an exact match
+    # would then not count as one): the k chosen ones are measured again directly
+    dist = np.linalg.norm(z[:, None, :] - mu[nearest], axis=2)  # (M, k)
+    exact = dist <= 1e-6  # (M, k) a point that is one of the map's: exactly its place
+    weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float32),
+                       1.0 / np.maximum(dist, 1e-6))
     weights /= weights.sum(axis=1, keepdims=True)
     return (weights[:, :, None] * projected[nearest]).sum(axis=1).astype(np.float32)

@@ -125,9 +125,16 @@ export function kNearest(count, dist2At, k) {
 export function idwMean(near, values, width) {
   const out = new Float64Array(width);
   let wsum = 0;
+  // an exact match (distance <= 1e-6) takes the place alone, as place_by_neighbours does
+  let exact = false;
+  for (let j = 0; j < near.idx.length; j++) {
+    if (near.idx[j] >= 0 && Math.sqrt(Math.max(near.d2[j], 0)) <= 1e-6) exact = true;
+  }
   for (let j = 0; j < near.idx.length; j++) {
     if (near.idx[j] < 0) continue;
-    const w = 1 / Math.max(Math.sqrt(Math.max(near.d2[j], 0)), 1e-6);
+    const dist = Math.sqrt(Math.max(near.d2[j], 0));
+    if (exact && dist > 1e-6) continue;
+    const w = exact ? 1 : 1 / Math.max(dist, 1e-6);
     wsum += w;
     const row = near.idx[j] * width;
     for (let c = 0; c < width; c++) out[c] += w * values[row + c];
