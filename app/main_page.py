@@ -464,7 +464,7 @@ def explorer_page(path: Path) -> None:
                          f"{md(images_error)}")
     with tab_elbo:
         if test_images is not None:
-            panel = app_shared.get_sample_panel(key, projection, selected, MC_SAMPLES)
+            panel = app_shared.get_sample_panel(key, selected, MC_SAMPLES)
             label = int(latents["labels"][selected])
             name = info.class_names[label] if label < len(info.class_names) else str(label)
             elbo_panel(panel.terms, info.config.likelihood,

@@ -50,7 +50,13 @@ import streamlit as st
 
 from app.chart import PreparedChart, prepare
 from explorer import figures
-from explorer.inference import SampleTerms, available_projections, sample_terms
+from explorer.inference import (
+    SampleTerms,
+    available_projections,
+    dimension_order,
+    mean_kl_per_dim,
+    sample_terms,
+)
 from explorer.live import LiveDecoder, build_live_decoder
 from explorer.model_files import MODEL_PREFIX, model_url
 from explorer.onnx_model import OnnxModel, load_onnx_model
@@ -244,23 +250,22 @@ class SamplePanel:
 
 
 @st.cache_resource(max_entries=512, show_spinner=False)
-def _sample_panel(path: str, projection: str, selected: int, samples: int,
+def _sample_panel(path: str, selected: int, samples: int,
                   stamp: tuple[float, float]) -> SamplePanel:
     terms = sample_terms(get_model(path), get_test_arrays(path)[selected], samples)
     kl_chart = None
-    if terms.is_vae:
-        decoder = get_live_decoder(path, projection)
-        kl_chart = prepare(figures.kl_bar_figure(terms.kl_per_dim, decoder.order,
-                                                 decoder.mean_kl))
+    if terms.is_vae:  # bars in the sliders' order (any map view: it is the latents')
+        latents = get_latents(path)
+        kl_chart = prepare(figures.kl_bar_figure(terms.kl_per_dim, dimension_order(latents),
+                                                 mean_kl_per_dim(latents)))
     return SamplePanel(terms, figures.elbo_images(terms.x, terms.recon_image), kl_chart)
 
 
-def get_sample_panel(path: str | os.PathLike, projection: str, selected: int,
-                     samples: int) -> SamplePanel:
+def get_sample_panel(path: str | os.PathLike, selected: int, samples: int) -> SamplePanel:
     """The main page's ELBO panel for test sample ``selected``, made once per run and
-    sample and shared by every session (a class opening the same sample pays once).
-    Raises :class:`training.data.DataError` when the test images cannot be loaded."""
-    return _sample_panel(str(path), projection, int(selected), samples, run_stamp(path))
+    sample and shared by every session and map view (a class opening the same sample pays
+    once). Raises :class:`training.data.DataError` when the test images cannot be loaded."""
+    return _sample_panel(str(path), int(selected), samples, run_stamp(path))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -327,7 +332,7 @@ def warm_up() -> str | None:
     decoder.render(np.zeros(model.latent_dim, dtype=np.float32))  # imports PIL's PNG encoder
     get_decoder_link(path)
     get_test_arrays(path)
-    get_sample_panel(path, projection, 0, MC_SAMPLES)  # sample 0: where sessions start
+    get_sample_panel(path, 0, MC_SAMPLES)  # sample 0: where every session starts
     get_curves_figure(path)
     # Streamlit's first element in a process checks for a REPL with inspect.stack(), whose
     # first call maps every loaded module to its file (~0.2 s here), and its components
