@@ -33,21 +33,17 @@ def is_on() -> bool:
     return bool(st.session_state.get(KEY, False))
 
 
-def _follow_url() -> None:
-    if st.session_state.get(KEY):
-        st.query_params[PARAM] = "1"
-    else:
-        st.query_params.pop(PARAM, None)
-
-
 def sidebar_toggle() -> None:
     """The toggle (first thing in the sidebar under the pages), and its CSS when on."""
     if KEY not in st.session_state:
         st.session_state[KEY] = from_url()
-    st.sidebar.toggle("Presenter mode", key=KEY, on_change=_follow_url,
-                      help="Larger text and charts for a projector (the setting stays in the "
-                           "page's URL). Light or dark: ⋮ menu → Settings.")
-    if st.session_state[KEY]:
-        if not from_url():
+    on = st.sidebar.toggle("Presenter mode", key=KEY,
+                           help="Larger text and charts for a projector (the setting stays in "
+                                "the page's URL). Light or dark: ⋮ menu → Settings.")
+    if on != from_url():  # the URL follows the toggle (a page switch may also drop it)
+        if on:
             st.query_params[PARAM] = "1"
+        else:
+            st.query_params.pop(PARAM, None)
+    if on:
         st.html(_CSS)
