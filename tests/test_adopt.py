@@ -6,6 +6,7 @@ the README example, run as written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -343,64 +344,28 @@ LESSON_URLS = ["Compare_AE_vs_VAE", "Reparameterisation", "ELBO_vs_log_p", "Late
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mine", "pair", "py"])
-def test_an_adopted_run_in_the_browser(app_runs, name):
-    """Each imported run in Chromium (the conv VAE adopted from PyTorch and as an ONNX
-    pair, whose decoders return probabilities, and the pythae folder): the browser decodes
-    while a slider is held down, its pixels equal ONNX Runtime's in Python (a sigmoid only
-    for a decoder that returns logits), the ELBO panel shows, and every other page opens
-    without an error."""
-    import onnxruntime as ort
-
+def test_adopted_runs_in_the_browser(app_runs):
+    """Each imported run in Chromium, one server and one browser for all three (the conv
+    VAE adopted from PyTorch and as an ONNX pair, whose decoders return probabilities, and
+    the pythae folder): the browser decodes while a slider is held down, its pixels equal
+    ONNX Runtime's in Python (a sigmoid only for a decoder that returns logits), the ELBO
+    panel shows; with the first run selected, every other page opens without an error
+    (every page of every adopted run opens in AppTest above)."""
     from explorer.server import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
-    from tests import lens_driver
-    from tests.lens_driver import API, LENS
     from tests.test_browser import ERRORS
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent")
     from playwright.sync_api import sync_playwright
 
-    run = app_runs / name
-    info = rundir.read_config(run)
-    session = ort.InferenceSession(str(run / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    z_input = session.get_inputs()[0].name
     with StreamlitServer(env={"VAE_RUNS_DIR": str(app_runs)}) as server, \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url, wait_until="domcontentloaded")
-        page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click(
-            timeout=120_000)
-        page.get_by_role("option", name=re.compile(f"^{name} ")).click()
-        page.wait_for_function(f"() => {API} && {API}.runtime === 'wasm' && {API}.decodes > 0 "
-                               f"&& {API}.z.length === {info.config.latent_dim}",
-                               timeout=120_000)
-        slider = page.locator(f"{LENS} input[aria-label='z0']")
-        box = slider.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        previous = None
-        for step in range(1, 5):
-            n = lens_driver.decodes(page)
-            page.mouse.move(x + step * box["width"] / 10, y, steps=2)
-            lens_driver.wait_decodes_above(page, n)
-            rgb, z = lens_driver.pixels(page)
-            image = rgb[..., 0]
-            out = session.run(None, {z_input: np.asarray([z], np.float64).astype(np.float32)})
-            mean = out[0][0, 0].astype(np.float64)
-            if info.decoder_output == "logits":
-                mean = 1 / (1 + np.exp(-mean))
-            want = np.round(255 * mean)
-            assert np.abs(image - want).max() <= 1, f"browser and ONNX Runtime differ at {z}"
-            assert previous is None or not np.array_equal(image, previous)
-            previous = image
-        page.mouse.up()
-        page.get_by_role("tab", name=re.compile(r"ELBO of sample")).wait_for(timeout=60_000)
-        page.locator('[data-testid="stMetric"]').nth(2).wait_for(timeout=60_000)
-        assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
-        for url in LESSON_URLS:
+        for name in ["mine", "pair", "py"]:
+            _drag_and_compare(page, app_runs / name)
+        for url in LESSON_URLS:  # the last run selected ("py") stays selected
             page.goto(f"{server.url}/{url}", wait_until="domcontentloaded")
             page.locator("h1").first.wait_for(timeout=120_000)
             page.wait_for_timeout(1500)
@@ -408,3 +373,48 @@ def test_an_adopted_run_in_the_browser(app_runs, name):
             assert page.locator(ERRORS).count() == 0, (url,
                                                        page.locator(ERRORS).first.inner_text())
         browser.close()
+
+
+def _drag_and_compare(page, run: Path) -> None:
+    """Select ``run`` in the sidebar, hold z0's slider down and move it: every decode the
+    browser shows equals ONNX Runtime's in Python; then the ELBO panel shows."""
+    import onnxruntime as ort
+
+    from tests import lens_driver
+    from tests.lens_driver import API, LENS
+    from tests.test_browser import ERRORS
+
+    info = rundir.read_config(run)
+    session = ort.InferenceSession(str(run / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    z_input = session.get_inputs()[0].name
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click(timeout=120_000)
+    page.get_by_role("option", name=re.compile(f"^{run.name} ")).click()
+    sha = hashlib.sha256((run / "decoder.onnx").read_bytes()).hexdigest()
+    page.wait_for_function(f"() => {API} && {API}.runtime === 'wasm' && {API}.decodes > 0 "
+                           f"&& {API}.sha === '{sha}' "
+                           f"&& {API}.z.length === {info.config.latent_dim}",
+                           timeout=120_000)
+    slider = page.locator(f"{LENS} input[aria-label='z0']")
+    box = slider.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    previous = None
+    for step in range(1, 5):
+        n = lens_driver.decodes(page)
+        page.mouse.move(x + step * box["width"] / 10, y, steps=2)
+        lens_driver.wait_decodes_above(page, n)
+        rgb, z = lens_driver.pixels(page)
+        image = rgb[..., 0]
+        out = session.run(None, {z_input: np.asarray([z], np.float64).astype(np.float32)})
+        mean = out[0][0, 0].astype(np.float64)
+        if info.decoder_output == "logits":
+            mean = 1 / (1 + np.exp(-mean))
+        want = np.round(255 * mean)
+        assert np.abs(image - want).max() <= 1, f"{run.name}: browser and ONNX differ at {z}"
+        assert previous is None or not np.array_equal(image, previous)
+        previous = image
+    page.mouse.up()
+    page.get_by_role("tab", name=re.compile(r"ELBO of sample")).wait_for(timeout=60_000)
+    page.locator('[data-testid="stMetric"]').nth(2).wait_for(timeout=60_000)
+    assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()

@@ -92,9 +92,32 @@ TAMPERED = {
 
 
 @pytest.mark.parametrize("case", TAMPERED)
-def test_tampered_state_is_refused_with_exit_2(case, tiny_run, copy_run):
+def test_tampered_state_is_refused_with_exit_2(case, tiny_run, copy_run, capsys, monkeypatch):
+    """The CLI's ``main`` in this process (a new Python per case would cost a torch import
+    each); the whole command in a process of its own is the test below."""
+    from training import cli
+
     run = copy_run(tiny_run, "victim")
     change, message = TAMPERED[case]
+    tamper(run, change)
+    before = files(run)
+    monkeypatch.setattr(cli, "passive_openmp", lambda: None)  # leave this process's env alone
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--resume", str(run), "--epochs", "4", *TINY_ARGS])
+
+    stderr = capsys.readouterr().err
+    assert stopped.value.code == 2, stderr[-3000:]
+    assert "usage: python -m training" in stderr
+    assert f"error: --resume: {run / rundir.STATE_FILE}: {message}" in stderr, stderr
+    assert files(run) == before  # nothing was written
+
+
+def test_a_tampered_state_stops_the_command_with_exit_2(tiny_run, copy_run):
+    """``python -m training --resume`` as a user types it: exit code 2, one line, no
+    traceback, nothing written."""
+    run = copy_run(tiny_run, "victim")
+    change, message = TAMPERED["wrong-sized exp_avg"]
     tamper(run, change)
     before = files(run)
 

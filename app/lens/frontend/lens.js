@@ -480,6 +480,7 @@ class Lens {
       clearTimings: () => { self.timings.length = 0; },
       get runtime() { return self.runtime; },
       get decodes() { return self.decodes; },
+      get sha() { return (self.model && self.model.sha256) || null; },
       get z() { return Array.from(self.z || []); },
       get loadTimes() { return self.loadTimes || null; },
       get mapTimes() { return self.mapTimes || null; },
