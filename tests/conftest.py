@@ -7,6 +7,7 @@ Tests must not modify them: copy with ``copy_run`` first.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,20 @@ def make_run(root: Path, name: str, **overrides) -> Path:
     out = root / name
     train(config, out, log=lambda line: None, show_progress_bar=False)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_template_cache(tmp_path_factory):
+    """Every test (and every process it starts) keeps ONNX templates in one folder of this
+    session (``training/onnx_templates.py``), never in the user's cache: the first run of
+    an architecture exports, later ones reuse, as on a user's machine."""
+    before = os.environ.get("VAE_CACHE_DIR")
+    os.environ["VAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["VAE_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("VAE_CACHE_DIR", None)
+    else:
+        os.environ["VAE_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -185,7 +185,7 @@ def test_ctrl_c_during_the_final_tsne_stops_it_and_the_run_is_complete(tmp_path,
     assert "SIGINT received while the final epoch was saved: the run is complete (2/2 " \
            "epochs)" in err
     assert f"python -m training.relatents {out}" in err
-    assert iterations and max(iterations) <= 20  # of 750: stopped at the first checks
+    assert iterations and max(iterations) <= 20  # of 500: stopped at the first checks
     info = rundir.read_config(out)
     assert info.status == "complete" and info.epochs_completed == 2
     assert "t-SNE map was skipped" in info.message
@@ -210,13 +210,13 @@ def test_ctrl_c_during_the_final_tsne_stops_it_and_the_run_is_complete(tmp_path,
 def test_ctrl_c_during_the_final_save_leaves_a_complete_run(tmp_path, monkeypatch, capsys):
     from training import trainer
 
-    real_export = trainer.export_onnx_or_warn
+    real_graphs = trainer.EpochLoop.final_graphs
 
-    def export_after_ctrl_c(model, run_dir):
+    def graphs_after_ctrl_c(self):  # the ONNX files of the final, all-or-nothing save
         os.kill(os.getpid(), signal.SIGINT)
-        return real_export(model, run_dir)
+        return real_graphs(self)
 
-    monkeypatch.setattr(trainer, "export_onnx_or_warn", export_after_ctrl_c)
+    monkeypatch.setattr(trainer.EpochLoop, "final_graphs", graphs_after_ctrl_c)
     out = tmp_path / "run"
     code, err = _train_z4(out, capsys)
 

@@ -18,9 +18,14 @@ import numpy as np
 FFT_ABOVE = 8_000
 EXACT_NEIGHBOURS_UP_TO = 30_000
 # With a stop request (Ctrl-C), the optimisation checks it every this many iterations
-# (of 750): a stop takes effect within a fraction of a second at these sizes. The nearest-
-# neighbour search before the first iteration cannot be interrupted.
+# (of 500 or 750): a stop takes effect within a fraction of a second at these sizes. The
+# nearest-neighbour search before the first iteration cannot be interrupted.
 STOP_CHECK_EVERY = 10
+# Iterations after the 250 of early exaggeration: openTSNE's 500 for large sets; 250 up to
+# SHORT_UP_TO points, where the map has converged by then (1,000 20-D latent means of
+# mnist5k, two threads: 500 iterations 2.75 s, 250 iterations 1.75 s, trustworthiness at 10
+# neighbours 0.968 for both, 10-NN label accuracy on the map 0.883 vs 0.880).
+SHORT_UP_TO = 2_000
 
 
 class TsneInterrupted(Exception):
@@ -85,6 +90,7 @@ def tsne(mu: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 
         embedding = OpenTSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
                              negative_gradient_method="fft" if n > FFT_ABOVE else "bh",
                              neighbors="exact" if n <= EXACT_NEIGHBOURS_UP_TO else "auto",
+                             n_iter=250 if n <= SHORT_UP_TO else 500,
                              callbacks=callbacks, callbacks_every_iters=STOP_CHECK_EVERY,
                              verbose=False).fit(mu)
         if stopping():

@@ -6,8 +6,8 @@ files (``training/export.py``). Its steps: :func:`setup_distributed`,
 :func:`restore_checkpoint` (``--resume``), the epochs of :class:`EpochLoop` (train, check,
 evaluate and save each epoch), :func:`teardown_distributed`. It also:
 
-- resumes from ``train_state.pt`` (model, optimizer, RNG and shuffling states), so a
-  resumed CPU run reproduces the uninterrupted one;
+- resumes from ``train_state.pt`` (model, optimizer (``training/adam.py``), RNG and
+  shuffling states), so a resumed CPU run reproduces the uninterrupted one;
 - turns SIGINT / SIGTERM into a clean stop *between* batches and never inside a save
   (exit codes 130 / 143 are the CLI's job), keeping the last finished epoch on disk. A
   signal during the final epoch's t-SNE stops the t-SNE within a few iterations; the final
@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training import frames, rundir, validate
+from training import frames, onnx_templates, rundir, validate
+from training.adam import Adam
 from training.config import TrainConfig
 from training.data import DataSplit, load_dataset
 from training.export import OnnxGraphs, export_graphs, write_graphs
@@ -303,22 +304,11 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over the model's parameters: the one optimizer of :func:`train` (and of the
-    benchmarks, which time the same code path).
-
-    Fused Adam (one kernel over all parameters) on CPU and CUDA: the same update rule as
-    the default per-tensor ``foreach`` Adam, in fewer kernel launches; ``bench/throughput.py``
-    measures the difference. Falls back where unsupported."""
-    params = list(model.parameters())
-    device_type = params[0].device.type if params else "cpu"
-    if device_type in ("cpu", "cuda"):
-        try:
-            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
-                                    fused=True)
-        except (RuntimeError, TypeError, ValueError):  # an older torch without fused CPU Adam
-            pass
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+def make_optimizer(model: nn.Module, config: TrainConfig) -> Adam:
+    """Adam over the model's parameters (``training/adam.py``: ``torch.optim.Adam``'s
+    update in its fused kernel, without importing ``torch._dynamo``): the one optimizer of
+    :func:`train` and of the benchmarks, which time the same code path."""
+    return Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _all_max(values: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -342,7 +332,7 @@ class EpochResult:
     stop_signum: int = 0  # a stop was requested (signal number; agreed on by all DDP ranks)
 
 
-def train_epoch(train_model: nn.Module, model: VAE, optimizer: torch.optim.Optimizer,
+def train_epoch(train_model: nn.Module, model: VAE, optimizer: Adam,
                 train_x: torch.Tensor, order: torch.Tensor, config: TrainConfig, epoch: int,
                 stop_requested: Callable[[], int] = lambda: 0,
                 on_batch: Callable[[], Any] | None = None, sync_every: int = 1,
@@ -441,7 +431,7 @@ def teardown_distributed(dist: DistInfo, owns_group: bool) -> None:
         tdist.destroy_process_group()
 
 
-def checked_train_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer,
+def checked_train_state(run_dir: Path, model: VAE, optimizer: Adam,
                         device: torch.device | None = None) -> dict[str, Any]:
     """``train_state.pt`` of ``run_dir`` (size-capped, loaded with ``weights_only=True``,
     checksum verified), every entry checked against ``model`` and ``optimizer`` (built
@@ -474,7 +464,7 @@ def check_resume(run_dir: Path) -> rundir.RunInfo:
     return info
 
 
-def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer,
+def restore_checkpoint(run_dir: Path, model: VAE, optimizer: Adam,
                        shuffle_gen: torch.Generator, device: torch.device
                        ) -> tuple[int, list[dict[str, Any]]]:
     """``--resume``: load model, optimizer and RNG states from ``train_state.pt``, each
@@ -607,8 +597,10 @@ class EarlyExport:
     same configuration (on the core the trainer leaves it: the thread governor counts the
     child as another process) while the epochs run; the final save then swaps the final
     weights into those graphs (:func:`swap_weights`, milliseconds) instead of exporting
-    (seconds: torch.onnx's dynamo exporter). Anything unexpected (the child failed, or its
-    graphs do not match the model) falls back to exporting in process, as before."""
+    (seconds: torch.onnx's dynamo exporter) and keeps the child's graphs as the
+    architecture's template for later runs (``training/onnx_templates.py``). Anything
+    unexpected (the child failed, or its graphs do not reproduce the model) falls back to
+    exporting in process."""
 
     def __init__(self, config: TrainConfig, image_shape: tuple[int, int, int]):
         import json
@@ -629,8 +621,8 @@ class EarlyExport:
         self.proc.stdin.write(json.dumps(job).encode())
         self.proc.stdin.close()
 
-    def graphs(self, model: VAE, timeout: float = 120.0) -> OnnxGraphs | None:
-        """The final weights in the child's graphs, or None (then export in process)."""
+    def template(self, timeout: float = 120.0) -> OnnxGraphs | None:
+        """The child's graphs (a freshly initialised model's weights inside), or None."""
         import json
         import subprocess
 
@@ -643,11 +635,10 @@ class EarlyExport:
             return None
         out = Path(self.tmp.name)
         try:
-            template = OnnxGraphs(encoder=(out / "encoder.onnx").read_bytes(),
-                                  decoder=(out / "decoder.onnx").read_bytes(),
-                                  details=json.loads((out / "details.json").read_text()))
-            return swap_weights(template, model)
-        except Exception:  # a damaged template: export in process instead
+            return OnnxGraphs(encoder=(out / "encoder.onnx").read_bytes(),
+                              decoder=(out / "decoder.onnx").read_bytes(),
+                              details=json.loads((out / "details.json").read_text()))
+        except (OSError, ValueError):  # a damaged template: export in process instead
             return None
 
     def close(self) -> None:
@@ -672,7 +663,7 @@ class EpochLoop:
     owns_group: bool
     model: VAE
     train_model: nn.Module  # model, or its DistributedDataParallel wrapper
-    optimizer: torch.optim.Optimizer
+    optimizer: Adam
     shuffle_gen: torch.Generator
     sampler: DistributedSampler[int] | None  # under DDP: this rank's share of each epoch
     info: rundir.RunInfo
@@ -687,6 +678,8 @@ class EpochLoop:
     sync_every: int = field(init=False)  # batches between host syncs
     governor: ThreadGovernor | None = field(init=False)  # --threads 0 on the CPU: free cores
     early_export: EarlyExport | None = None  # the final ONNX export, begun in a child process
+    template_key: str = field(init=False)  # the architecture's key in training/onnx_templates
+    template: OnnxGraphs | None = field(init=False)  # its graphs kept by an earlier run
 
     def __post_init__(self) -> None:
         self.train_x = as_tensor(self.data.train_x).to(self.device)
@@ -695,6 +688,8 @@ class EpochLoop:
         # full) or under DDP
         self.sync_every = SYNC_EVERY if (self.device.type != "cpu" or self.dist.enabled) else 1
         self.governor = None
+        self.template_key = onnx_templates.template_key(self.config, self.data.image_shape)
+        self.template = onnx_templates.load(self.template_key) if self.dist.is_main else None
         # With sleeping OpenMP threads (the CLI's and the demo set's OMP_WAIT_POLICY=PASSIVE)
         # all cores do better beside a busy neighbour than the governor's fewer threads
         # (2-D demo run beside a spinning process, load ~5: 49.9 s with 2 passive threads,
@@ -712,7 +707,8 @@ class EpochLoop:
         import, which tiny runs would only wait for) and a core is there for it: not with
         --threads 1 (the app's jobs and the demo workers: the user gave this run one
         core), never under DDP (its ranks use the cores)."""
-        if self.dist.is_main and not self.dist.enabled and default_threads() >= 2 \
+        if self.template is None and self.dist.is_main and not self.dist.enabled \
+                and default_threads() >= 2 \
                 and self.config.threads != 1 \
                 and epochs_left * epoch_seconds >= EARLY_EXPORT_MIN_S \
                 and os.environ.get("VAE_EARLY_EXPORT", "1") != "0":
@@ -737,13 +733,24 @@ class EpochLoop:
                 self.early_export.close()
 
     def final_graphs(self) -> OnnxGraphs | None:
-        """The final epoch's ONNX graphs: the early export with the final weights swapped
-        in when it worked, else an export now."""
-        if self.early_export is not None:
-            graphs = self.early_export.graphs(self.model)
-            if graphs is not None:
+        """The final epoch's ONNX graphs: the final weights swapped into a template (an
+        earlier run's, else the early export's, then kept for later runs), each checked
+        against the torch model; else an export now (also kept as the template)."""
+        for template, keep in ((self.template, False),
+                               (self.early_export.template() if self.early_export else None,
+                                True)):
+            if template is None:
+                continue
+            graphs = swap_weights(template, self.model)
+            if graphs is not None and onnx_templates.check_against_torch(graphs,
+                                                                         self.model) is None:
+                if keep:
+                    onnx_templates.store(self.template_key, template)
                 return graphs
-        return export_onnx_or_warn(self.model, self.run_dir)
+        graphs = export_onnx_or_warn(self.model, self.run_dir)
+        if graphs is not None:
+            onnx_templates.store(self.template_key, graphs)
+        return graphs
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, shuffled. (N,) on the device."""

@@ -67,6 +67,7 @@ from training.config import (
 if TYPE_CHECKING:
     import torch
 
+    from training.adam import Adam
     from training.rundir import RunDirError, RunInfo
 
 KiB = 1024
@@ -1032,7 +1033,7 @@ def check_run(run_dir: str | os.PathLike) -> RunInfo:
 # --------------------------------------------------------------------------- train_state.pt
 
 def check_train_state(state: dict[str, Any], model: torch.nn.Module,
-                      optimizer: torch.optim.Optimizer, path: Path, max_epoch: int,
+                      optimizer: Adam, path: Path, max_epoch: int,
                       device: torch.device | None = None) -> dict[str, Any]:
     """Check every entry of a loaded ``train_state.pt`` against the model and optimizer
     built from the run's config, *before* any of it is loaded into them or into torch's

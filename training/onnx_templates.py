@@ -1,0 +1,170 @@
+"""ONNX graphs kept between runs: one exported template per architecture, new weights
+swapped in.
+
+Exporting with ``torch.onnx.export(dynamo=True)`` costs seconds (the exporter's imports
+and tables), far more than training the demo model's last epochs. But a model's ONNX
+graphs depend only on its architecture, never on its weights, so the first run of an
+architecture keeps its exported graphs here, and every later run of the same architecture
+takes them, swaps its final weights in (``training.trainer.swap_weights``, milliseconds)
+and checks the result numerically against the torch model (:func:`check_against_torch`)
+before anything is written. A template that is missing, damaged, foreign or that does not
+reproduce the model is simply not used: the run exports as before.
+
+Where: ``$VAE_CACHE_DIR/onnx-templates/``; ``VAE_CACHE_DIR`` defaults to
+``$XDG_CACHE_HOME/vae-latent-explorer`` (``~/.cache/vae-latent-explorer``). ``VAE_CACHE_DIR``
+set to an empty string turns the cache off. Each template is three files named after
+:func:`template_key`, a SHA-256 of the architecture, the versions of torch, onnx and
+onnxscript, and the source of ``training/model.py`` and ``training/export.py``: a change
+to any of them means a new export. Deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from training import rundir
+from training.export import OnnxGraphs
+from training.validate import MAX_ONNX_BYTES, MAX_ONNX_RECORD_BYTES
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+
+FOLDER = "onnx-templates"
+CHECK_BATCH = 4  # inputs of the numerical check (a batch > 1 exercises the dynamic axis)
+CHECK_ATOL = 1e-4  # ONNX Runtime vs torch, float32 CPU kernels: far below a visible pixel
+
+
+def cache_dir() -> Path | None:
+    """The template folder, or None when ``VAE_CACHE_DIR`` is set to an empty string."""
+    root = os.environ.get("VAE_CACHE_DIR")
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(base) / "vae-latent-explorer")
+    return Path(root) / FOLDER if root.strip() else None
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def template_key(config: TrainConfig, image_shape: tuple[int, ...]) -> str:
+    """What the exported graphs depend on, hashed: the architecture, the exporter's
+    versions and the code that builds and exports the model."""
+    code = hashlib.sha256()
+    for name in ("model.py", "export.py"):
+        code.update((Path(__file__).with_name(name)).read_bytes())
+    key = {"image_shape": list(image_shape), "model": config.model, "arch": config.arch,
+           "latent_dim": config.latent_dim, "hidden_dim": config.hidden_dim,
+           "hidden_layers": config.hidden_layers, "learn_sigma": config.learn_sigma,
+           "torch": torch.__version__, "onnx": _version("onnx"),
+           "onnxscript": _version("onnxscript"), "code": code.hexdigest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _paths(folder: Path, key: str) -> dict[str, Path]:
+    return {"encoder": folder / f"{key}.encoder.onnx", "decoder": folder / f"{key}.decoder.onnx",
+            "details": folder / f"{key}.json"}
+
+
+def _read_capped(path: Path, cap: int) -> bytes | None:
+    """A regular file's bytes, or None (absent, not a regular file, larger than ``cap``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
+            return None
+        data = fh.read(cap + 1)
+    return data if len(data) <= cap else None
+
+
+def load(key: str) -> OnnxGraphs | None:
+    """The template stored under ``key``, or None (absent, unreadable, too large, or its
+    record is not what :func:`store` writes). Its graphs are checked when used."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    paths = _paths(folder, key)
+    encoder = _read_capped(paths["encoder"], MAX_ONNX_BYTES)
+    decoder = _read_capped(paths["decoder"], MAX_ONNX_BYTES)
+    record = _read_capped(paths["details"], MAX_ONNX_RECORD_BYTES)
+    if encoder is None or decoder is None or record is None:
+        return None
+    try:
+        details = json.loads(record)
+    except ValueError:
+        return None
+    if not (isinstance(details, dict) and details.get("key") == key
+            and details.get("encoder_sha256") == hashlib.sha256(encoder).hexdigest()
+            and details.get("decoder_sha256") == hashlib.sha256(decoder).hexdigest()
+            and isinstance(details.get("export"), dict)):
+        return None
+    return OnnxGraphs(encoder=encoder, decoder=decoder, details=details["export"])
+
+
+def store(key: str, graphs: OnnxGraphs) -> bool:
+    """Keep ``graphs`` as the template of ``key`` (each file written atomically, the record
+    last, naming both files' SHA-256). False, silently, when the folder is not writable:
+    the cache only saves time."""
+    folder = cache_dir()
+    if folder is None:
+        return False
+    paths = _paths(folder, key)
+    record = {"key": key, "encoder_sha256": hashlib.sha256(graphs.encoder).hexdigest(),
+              "decoder_sha256": hashlib.sha256(graphs.decoder).hexdigest(),
+              "export": graphs.details}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_bytes(paths["encoder"], graphs.encoder)
+        rundir.atomic_write_bytes(paths["decoder"], graphs.decoder)
+        rundir.atomic_write_bytes(paths["details"], json.dumps(record).encode())
+    except OSError:
+        return False
+    return True
+
+
+def check_against_torch(graphs: OnnxGraphs, model: torch.nn.Module) -> str | None:
+    """Run both graphs with ONNX Runtime on a fixed batch and compare with ``model`` (its
+    ``encode`` and ``decode``, in eval mode, on the CPU); None when every output agrees
+    within ``CHECK_ATOL``, else what differs."""
+    import copy
+
+    import onnxruntime as ort
+
+    vae: Any = copy.deepcopy(model).cpu().eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(CHECK_BATCH, *vae.image_shape, generator=gen)  # (B, C, H, W)
+    z = torch.randn(CHECK_BATCH, vae.latent_dim, generator=gen)  # (B, D)
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+        wanted = {"encoder": [t.numpy() for t in (mu, logvar) if t is not None],
+                  "decoder": [vae.decode(z).numpy()]}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        for role, blob, feed in (("encoder", graphs.encoder, x), ("decoder", graphs.decoder, z)):
+            session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+            got = session.run(None, {session.get_inputs()[0].name: feed.numpy()})
+            if len(got) != len(wanted[role]):
+                return f"the {role} has {len(got)} outputs, the model {len(wanted[role])}"
+            for a, b in zip(got, wanted[role], strict=True):
+                if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=CHECK_ATOL):
+                    return f"the {role}'s outputs differ from the model's"
+    except Exception as exc:  # ONNX Runtime's errors vary: any of them means "not usable"
+        return f"ONNX Runtime cannot run the {role}: {type(exc).__name__}"
+    return None
