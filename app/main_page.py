@@ -21,7 +21,7 @@ import streamlit as st
 
 from app import chart as app_chart
 from app import shared as app_shared
-from app.lens import latent_lens
+from app.lens import latent_lens, lens_map
 from explorer import figures
 from explorer.inference import (
     SampleTerms,
@@ -159,12 +159,28 @@ def empty_state(runs_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- the lens
 
+def map_arrays(path: str, projection: str) -> dict:
+    """Mount the latent map's arrays (outside the lens's fragment: a slider release then
+    does not resend them) and return their reference for :func:`lens_panel`."""
+    decoder = app_shared.get_live_decoder(path, projection)
+    latents = decoder.latents
+    x_title, y_title = AXIS_TITLES[projection]
+    return lens_map(
+        key=LENS_KEY, projection=projection, xy=decoder.coords, labels=latents["labels"],
+        latent_dim=decoder.latent_dim, class_names=decoder.model.info.class_names,
+        recon_nats=latents["recon"], kl_nats=latents["kl"],
+        pca_mean=latents.get("pca_mean") if projection == "pca" else None,
+        pca_components=latents.get("pca_components") if projection == "pca" else None,
+        mu=latents["mu"] if projection == "tsne" else None, x_title=x_title, y_title=y_title)
+
+
 @st.fragment
 def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
-               upload_xy: np.ndarray | None) -> None:
+               upload_xy: np.ndarray | None, map_ref: dict) -> None:
     """The latent map, the sliders z0, z1, ... and the decoded image, in one component that
     decodes in the browser while a slider or the pointer moves; it reports to Python once
-    per interaction, which reruns only this fragment (a click on a point reruns the page)."""
+    per interaction, which reruns only this fragment (a click on a point reruns the page).
+    ``map_ref``: the map's arrays, mounted by :func:`map_arrays` outside the fragment."""
     decoder = app_shared.get_live_decoder(path, projection)
     latents = decoder.latents
     dim = decoder.latent_dim
@@ -182,7 +198,6 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
     sigma = None
     if show_sigma and "logvar" in latents and projection == "raw":
         sigma = np.exp(0.5 * latents["logvar"][selected][:2])  # (2,)
-    x_title, y_title = AXIS_TITLES[projection]
     info = decoder.model.info
     latent_lens(
         key=LENS_KEY, decoder_url=url, decoder_sha256=sha, image_shape=info.image_shape,
@@ -190,14 +205,8 @@ def lens_panel(path: str, projection: str, selected: int, show_sigma: bool,
         latent_dim=dim, z=z.tolist(),
         z_version=int(st.session_state.get(Z_VERSION_KEY, 0)), lo=decoder.lo, hi=decoder.hi,
         order=decoder.order, visible=min(dim, 8), slider_help=decoder.slider_help(),
-        server_png=server_png, projection=projection,
-        xy=decoder.coords, labels=latents["labels"], class_names=info.class_names,
-        recon_nats=latents["recon"], kl_nats=latents["kl"],
-        pca_mean=latents.get("pca_mean") if projection == "pca" else None,
-        pca_components=latents.get("pca_components") if projection == "pca" else None,
-        mu=latents["mu"] if projection == "tsne" else None, selected=selected, sigma=sigma,
-        upload_xy=upload_xy, x_title=x_title, y_title=y_title, height=MAP_HEIGHT,
-        on_change=adopt_lens_value)
+        server_png=server_png, map_ref=map_ref, selected=selected, sigma=sigma,
+        upload_xy=upload_xy, height=MAP_HEIGHT, on_change=adopt_lens_value)
     st.caption(f"log p(z) = {decoder.log_prior(z):.2f} nats under the prior N(0, I) "
                f"(−{0.5 * dim * np.log(2 * np.pi):.2f} at z = 0; lower means less typical), "
                f"for the z last released.")
@@ -448,7 +457,9 @@ def explorer_page(path: Path) -> None:
     upload_xy = None
     if upload is not None and upload.terms is not None:
         upload_xy = place_on_map(upload.terms.mu, latents, projection)[0]  # (2,)
-    lens_panel(key, projection, selected, show_sigma, upload_xy)
+    with controls:  # no DOM of its own: the row's end is where its gap does not show
+        map_ref = map_arrays(key, projection)
+    lens_panel(key, projection, selected, show_sigma, upload_xy, map_ref)
     decode_buttons(key, projection, selected)
 
     if test_images is None and not images_error:

@@ -44,6 +44,7 @@ after ``putImageData``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -335,6 +336,35 @@ def _previous_event(key: str) -> int:
         return 0
 
 
+def lens_map(*, key: str, projection: Literal["raw", "pca", "tsne"], xy: Any, labels: Any,
+             latent_dim: int, class_names: Sequence[str] | None = None,
+             colours: Sequence[str] | None = None, point_index: Any = None,
+             recon_nats: Any = None, kl_nats: Any = None, pca_mean: Any = None,
+             pca_components: Any = None, mu: Any = None, x_title: str = "",
+             y_title: str = "") -> dict[str, Any]:
+    """Mount the map's arrays (an element of their own, with no DOM, under ``key + "-map"``)
+    and return the reference that :func:`latent_lens` takes as ``map_ref``. Call it outside
+    the ``st.fragment`` that holds the lens: the fragment's reruns (one per slider release)
+    then neither rebuild, hash nor send the arrays (the arguments as for ``latent_lens``)."""
+    if labels is None:
+        labels = np.zeros(len(np.asarray(xy)), dtype=np.int64)
+    map_data = map_payload(projection=projection, xy=xy, labels=labels,
+                           latent_dim=latent_dim, class_names=class_names, colours=colours,
+                           point_index=point_index, recon_nats=recon_nats, kl_nats=kl_nats,
+                           pca_mean=pca_mean, pca_components=pca_components, mu=mu,
+                           x_title=x_title, y_title=y_title)
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is not None:
+        _component()(key=f"{key}-map", data={"role": "map", "map": map_data})
+    return _map_ref(map_data)
+
+
+def _map_ref(map_data: dict[str, Any]) -> dict[str, Any]:
+    return {"hash": map_data["hash"], "n": map_data["n"], "projection": map_data["projection"],
+            "latent_dim": map_data["latent_dim"]}
+
+
 def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
                 image_shape: Sequence[int], latent_dim: int, z: Sequence[float],
                 lo: Sequence[float], hi: Sequence[float],
@@ -349,6 +379,7 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
                 pca_components: Any = None, mu: Any = None, selected: int | None = None,
                 sigma: Sequence[float] | None = None, upload_xy: Sequence[float] | None = None,
                 x_title: str = "", y_title: str = "", height: int = 400,
+                map_ref: dict[str, Any] | None = None,
                 on_change: Callable[[], None] | None = None) -> dict[str, Any] | None:
     """Mount the latent lens; return its last value (see the module docstring) or None.
 
@@ -370,12 +401,16 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
     ``pca_mean`` (D,) and ``pca_components`` (2, D) for PCA; ``mu`` (N, D) for t-SNE;
     ``selected`` (a row), ``sigma`` (2,) posterior std of the selected sample (1σ/2σ
     ellipses, raw axes only), ``upload_xy`` (2,) a ★ marker; axis titles; ``height`` of
-    the map in CSS px. Text from data is always shown as text, never as HTML.
+    the map in CSS px. Text from data is always shown as text, never as HTML. Or
+    ``map_ref``, what :func:`lens_map` returned for a map mounted outside this call's
+    fragment (then the map arguments here are ignored).
 
     ``on_change`` runs (as a widget callback, before the rerun) when a new value arrives.
     """
     map_data = None
-    if xy is not None:
+    if map_ref is not None:
+        map_data = dict(map_ref)
+    elif xy is not None:
         if labels is None:
             labels = np.zeros(len(np.asarray(xy)), dtype=np.int64)
         map_data = map_payload(projection=projection, xy=xy, labels=labels,
@@ -383,8 +418,8 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
                                point_index=point_index, recon_nats=recon_nats, kl_nats=kl_nats,
                                pca_mean=pca_mean, pca_components=pca_components, mu=mu,
                                x_title=x_title, y_title=y_title)
-        if projection != "raw":
-            sigma = None  # ellipses only where the map's axes are latent axes
+    if map_data is not None and map_data["projection"] != "raw":
+        sigma = None  # ellipses only where the map's axes are latent axes
     data = lens_data(key=key, decoder_url=decoder_url, decoder_sha256=decoder_sha256,
                      image_shape=image_shape, latent_dim=latent_dim, z=z, lo=lo, hi=hi,
                      output=output, decoder_b64=decoder_b64, z_version=z_version, order=order,
@@ -398,17 +433,18 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
         return None
     data["last_event"] = _previous_event(key)
     mount = _component()
-    with st.container(gap=None):
-        if map_data is None:
+    if map_data is None:
+        result = mount(key=key, data=data, on_update_change=on_change or _no_op)
+    else:
+        # The map's arrays go in an element of their own whose data does not change
+        # from rerun to rerun (mounted here, or by lens_map outside the fragment); the
+        # lens's own data only names the map's hash.
+        ref = _map_ref(map_data)
+        data["map"] = {k: ref[k] for k in ("hash", "n", "projection")}
+        with st.container(gap=None) if map_ref is None else contextlib.nullcontext():
             result = mount(key=key, data=data, on_update_change=on_change or _no_op)
-        else:
-            # The map's arrays go in an element of their own whose data does not change
-            # from rerun to rerun: Streamlit's message cache then sends it to a browser
-            # once (1.1 MB for 10,000 points of a 16-D t-SNE map), not on every rerun.
-            data["map"] = {"hash": map_data["hash"], "n": map_data["n"],
-                           "projection": map_data["projection"]}
-            result = mount(key=key, data=data, on_update_change=on_change or _no_op)
-            mount(key=f"{key}-map", data={"role": "map", "map": map_data})
+            if map_ref is None:
+                mount(key=f"{key}-map", data={"role": "map", "map": map_data})
     value = result.get(STATE_KEY) if result is not None else None
     return value if isinstance(value, dict) else None
 
@@ -417,5 +453,5 @@ def _no_op() -> None:
     """A state needs a callback to be reported (Streamlit's rule); this one does nothing."""
 
 
-__all__ = ["latent_lens", "lens_data", "map_payload", "encode_array", "decode_array",
+__all__ = ["latent_lens", "lens_map", "lens_data", "map_payload", "encode_array", "decode_array",
            "COMPONENT_NAME", "FRONTEND", "TABLEAU10"]
