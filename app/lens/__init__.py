@@ -346,9 +346,7 @@ def lens_map(*, key: str, projection: Literal["raw", "pca", "tsne"], xy: Any, la
     and return the reference that :func:`latent_lens` takes as ``map_ref``. Call it outside
     the ``st.fragment`` that holds the lens: the fragment's reruns (one per slider release)
     then neither rebuild, hash nor send the arrays (the arguments as for ``latent_lens``)."""
-    if labels is None:
-        labels = np.zeros(len(np.asarray(xy)), dtype=np.int64)
-    map_data = map_payload(projection=projection, xy=xy, labels=labels,
+    map_data = _payload_of(projection=projection, xy=xy, labels=labels,
                            latent_dim=latent_dim, class_names=class_names, colours=colours,
                            point_index=point_index, recon_nats=recon_nats, kl_nats=kl_nats,
                            pca_mean=pca_mean, pca_components=pca_components, mu=mu,
@@ -358,6 +356,13 @@ def lens_map(*, key: str, projection: Literal["raw", "pca", "tsne"], xy: Any, la
     if get_script_run_ctx(suppress_warning=True) is not None:
         _component()(key=f"{key}-map", data={"role": "map", "map": map_data})
     return _map_ref(map_data)
+
+
+def _payload_of(*, xy: Any, labels: Any, **map_args: Any) -> dict[str, Any]:
+    """:func:`map_payload`, every point in class 0 when there are no labels."""
+    if labels is None:
+        labels = np.zeros(len(np.asarray(xy)), dtype=np.int64)
+    return map_payload(xy=xy, labels=labels, **map_args)
 
 
 def _map_ref(map_data: dict[str, Any]) -> dict[str, Any]:
@@ -411,9 +416,7 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
     if map_ref is not None:
         map_data = dict(map_ref)
     elif xy is not None:
-        if labels is None:
-            labels = np.zeros(len(np.asarray(xy)), dtype=np.int64)
-        map_data = map_payload(projection=projection, xy=xy, labels=labels,
+        map_data = _payload_of(projection=projection, xy=xy, labels=labels,
                                latent_dim=latent_dim, class_names=class_names, colours=colours,
                                point_index=point_index, recon_nats=recon_nats, kl_nats=kl_nats,
                                pca_mean=pca_mean, pca_components=pca_components, mu=mu,
