@@ -174,3 +174,17 @@ def test_a_first_run_exports_in_a_child_while_it_trains(cache, tmp_path, monkeyp
     assert calls == []  # no export in this process
     assert len(list(cache.glob("*.json"))) == 1
     assert_onnx_reproduces(tmp_path / "run")
+
+
+def test_only_the_most_recently_used_templates_are_kept(cache, monkeypatch):
+    monkeypatch.setattr(onnx_templates, "KEEP", 2)
+    config = TrainConfig(**CONFIG)
+    graphs = trainer.export_graphs(VAE.from_config(config, (1, 8, 8)))
+    keys = [f"{i:032x}" for i in range(4)]
+    for age, key in enumerate(keys[:2]):
+        assert onnx_templates.store(key, graphs)
+        os.utime(cache / f"{key}.json", (1000 + age, 1000 + age))
+    assert onnx_templates.load(keys[0]) is not None  # used: now the most recent
+    assert onnx_templates.store(keys[2], graphs)  # one too many: keys[1] goes
+    assert {p.name.split(".")[0] for p in cache.iterdir()} == {keys[0], keys[2]}
+    assert len(list(cache.iterdir())) == 6  # three files each

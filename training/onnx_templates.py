@@ -15,11 +15,13 @@ Where: ``$VAE_CACHE_DIR/onnx-templates/``; ``VAE_CACHE_DIR`` defaults to
 set to an empty string turns the cache off. Each template is three files named after
 :func:`template_key`, a SHA-256 of the architecture, the versions of torch, onnx and
 onnxscript, and the source of ``training/model.py`` and ``training/export.py``: a change
-to any of them means a new export. Deleting the folder is always safe.
+to any of them means a new export. The ``KEEP`` most recently used templates are kept, the
+others removed when a new one is stored. Deleting the folder is always safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 FOLDER = "onnx-templates"
 CHECK_BATCH = 4  # inputs of the numerical check (a batch > 1 exercises the dynamic axis)
 CHECK_ATOL = 1e-4  # ONNX Runtime vs torch, float32 CPU kernels: far below a visible pixel
+KEEP = 24  # templates kept; storing one more removes the least recently used ones
 
 
 def cache_dir() -> Path | None:
@@ -113,6 +116,8 @@ def load(key: str) -> OnnxGraphs | None:
             and details.get("decoder_sha256") == hashlib.sha256(decoder).hexdigest()
             and isinstance(details.get("export"), dict)):
         return None
+    with contextlib.suppress(OSError):  # most recently used: kept longest by _prune
+        os.utime(paths["details"])
     return OnnxGraphs(encoder=encoder, decoder=decoder, details=details["export"])
 
 
@@ -134,7 +139,20 @@ def store(key: str, graphs: OnnxGraphs) -> bool:
         rundir.atomic_write_bytes(paths["details"], json.dumps(record).encode())
     except OSError:
         return False
+    _prune(folder)
     return True
+
+
+def _prune(folder: Path) -> None:
+    """Keep the ``KEEP`` most recently used templates (a record's mtime: written by
+    :func:`store`, touched by :func:`load`); remove the files of the others."""
+    try:
+        records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for record in records[KEEP:]:
+            for path in _paths(folder, record.name[:-len(".json")]).values():
+                path.unlink(missing_ok=True)
+    except OSError:  # another process pruned first, or the folder went away
+        pass
 
 
 def check_against_torch(graphs: OnnxGraphs, model: torch.nn.Module) -> str | None:
