@@ -179,7 +179,7 @@ def test_the_selected_run_message_comes_with_the_sidebar_showing_it(
     assert "fresh finished" in toasts(at)
     assert at.session_state["run_dir"] == str(runs / "fresh")
     assert sidebar_run(at) == str(runs / "fresh")
-    assert "latent map after epoch 3" in map_titles(at), map_titles(at)
+    assert "latent map, epochs 1-3" in map_titles(at), map_titles(at)
     at.run()  # said once; the choice stays
     assert SELECTED not in toasts(at)
     assert sidebar_run(at) == str(runs / "fresh")
@@ -238,5 +238,5 @@ def test_the_map_of_a_running_job_is_redrawn_after_every_epoch(monkeypatch, runs
     assert "latent map after epoch 1" in map_titles(at), map_titles(at)
     epochs_written(2)
     at.run()
-    assert "latent map after epoch 2" in map_titles(at), map_titles(at)
+    assert "latent map, epochs 1-2" in map_titles(at), map_titles(at)
     assert len(cancel_buttons(at)) == 1

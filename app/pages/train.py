@@ -241,7 +241,8 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
     if len(film.epochs) >= 2:  # the film so far: opens on the newest epoch, ▶ and a slider
         figure = film_figure(film, metrics, height=480)
         figure.update_layout(margin=dict(t=95), legend=dict(y=1.12))
-        figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
+        # the slider below the map names the epoch shown; the title holds for every frame
+        figure.layout.annotations[0].text = f"latent map, epochs 1-{epoch}"
     else:
         figure = film_figure(newest, metrics, height=440)
         figure.layout.updatemenus, figure.layout.sliders = (), ()  # one frame: nothing to play
@@ -251,7 +252,7 @@ def _live_map(run_dir: str, epochs_completed: int, stamp: tuple[float, float]) -
         figure.layout.annotations[0].text = f"latent map after epoch {epoch}"
     note = newest.note if newest.projection == "raw" else (
         f"Axes: the first two principal components of the {info.config.latent_dim}-D means "
-        f"after this epoch.")
+        f"after epoch {epoch}, the newest (the same axes for every epoch shown).")
     return figure, note
 
 
