@@ -188,3 +188,17 @@ def test_only_the_most_recently_used_templates_are_kept(cache, monkeypatch):
     assert onnx_templates.store(keys[2], graphs)  # one too many: keys[1] goes
     assert {p.name.split(".")[0] for p in cache.iterdir()} == {keys[0], keys[2]}
     assert len(list(cache.iterdir())) == 6  # three files each
+
+
+def test_templates_beyond_the_byte_budget_are_removed_the_newest_kept(cache, monkeypatch):
+    config = TrainConfig(**CONFIG)
+    graphs = trainer.export_graphs(VAE.from_config(config, (1, 8, 8)))
+    one = len(graphs.encoder) + len(graphs.decoder)
+    monkeypatch.setattr(onnx_templates, "KEEP_BYTES", int(1.5 * one))
+    assert onnx_templates.store("a" * 32, graphs)
+    os.utime(cache / f"{'a' * 32}.json", (1000, 1000))
+    assert onnx_templates.store("b" * 32, graphs)  # two would exceed 1.5 templates' bytes
+    assert {p.name.split(".")[0] for p in cache.iterdir()} == {"b" * 32}
+    monkeypatch.setattr(onnx_templates, "KEEP_BYTES", 1)
+    assert onnx_templates.store("c" * 32, graphs)  # alone over the budget: still kept
+    assert {p.name.split(".")[0] for p in cache.iterdir()} == {"c" * 32}

@@ -15,8 +15,9 @@ Where: ``$VAE_CACHE_DIR/onnx-templates/``; ``VAE_CACHE_DIR`` defaults to
 set to an empty string turns the cache off. Each template is three files named after
 :func:`template_key`, a SHA-256 of the architecture, the versions of torch, onnx and
 onnxscript, and the source of ``training/model.py`` and ``training/export.py``: a change
-to any of them means a new export. The ``KEEP`` most recently used templates are kept, the
-others removed when a new one is stored. Deleting the folder is always safe.
+to any of them means a new export. The ``KEEP`` most recently used templates (at most
+``KEEP_BYTES`` in all) are kept, the others removed when a new one is stored. Deleting the
+folder is always safe.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 FOLDER = "onnx-templates"
 CHECK_BATCH = 4  # inputs of the numerical check (a batch > 1 exercises the dynamic axis)
 CHECK_ATOL = 1e-4  # ONNX Runtime vs torch, float32 CPU kernels: far below a visible pixel
-KEEP = 24  # templates kept; storing one more removes the least recently used ones
+KEEP = 24  # templates kept; storing one more removes the least recently used ones ...
+KEEP_BYTES = 1024**3  # ... as do templates beyond this many bytes in all (the newest stays)
 
 
 def cache_dir() -> Path | None:
@@ -145,12 +147,17 @@ def store(key: str, graphs: OnnxGraphs) -> bool:
 
 def _prune(folder: Path) -> None:
     """Keep the ``KEEP`` most recently used templates (a record's mtime: written by
-    :func:`store`, touched by :func:`load`); remove the files of the others."""
+    :func:`store`, touched by :func:`load`) within ``KEEP_BYTES`` in all, the newest one
+    always; remove the files of the others."""
     try:
         records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for record in records[KEEP:]:
-            for path in _paths(folder, record.name[:-len(".json")]).values():
-                path.unlink(missing_ok=True)
+        total = 0
+        for rank, record in enumerate(records):
+            paths = _paths(folder, record.name[:-len(".json")]).values()
+            total += sum(p.stat().st_size for p in paths if p.exists())
+            if rank >= KEEP or (rank > 0 and total > KEEP_BYTES):
+                for path in paths:
+                    path.unlink(missing_ok=True)
     except OSError:  # another process pruned first, or the folder went away
         pass
 
