@@ -32,13 +32,13 @@ class _Reached(Exception):
     pass
 
 
-def project_time(data, device: torch.device, max_seconds: float) -> dict[str, Any]:
-    from training.config import TrainConfig
+def train_to(config, data, target: float, max_seconds: float) -> dict[str, Any]:
+    """``training.trainer.train(config)`` (in this process, with its per-epoch evaluation
+    and checkpoints) until the test -ELBO is at or below ``target`` or ``max_seconds``
+    have passed: ``seconds`` and ``epoch`` where it got there (None if it did not),
+    ``curve`` (epoch, seconds, test loss) and the whole ``elapsed`` time."""
     from training.trainer import train
 
-    # constructed, not replace()d: TrainConfig picks its architecture from latent_dim
-    config = TrainConfig(dataset="mnist5k", latent_dim=LATENT_DIM, tsne=False,
-                         device=device.type)
     curve: list[tuple[int, float, float]] = []
     reached: dict[str, Any] = {}
     start = time.perf_counter()
@@ -46,7 +46,7 @@ def project_time(data, device: torch.device, max_seconds: float) -> dict[str, An
     def progress(row: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - start
         curve.append((row["epoch"], elapsed, row["test_loss"]))
-        if row["test_loss"] <= TARGET:
+        if row["test_loss"] <= target:
             reached.update(seconds=elapsed, epoch=row["epoch"])
             raise _Reached
         if elapsed > max_seconds:
@@ -58,11 +58,20 @@ def project_time(data, device: torch.device, max_seconds: float) -> dict[str, An
                   show_progress_bar=False)
         except _Reached:
             pass
+    return {"seconds": reached.get("seconds"), "epoch": reached.get("epoch"), "curve": curve,
+            "elapsed": time.perf_counter() - start}
+
+
+def project_time(data, device: torch.device, max_seconds: float) -> dict[str, Any]:
+    from training.config import TrainConfig
+
+    # constructed, not replace()d: TrainConfig picks its architecture from latent_dim
+    config = TrainConfig(dataset="mnist5k", latent_dim=LATENT_DIM, tsne=False,
+                         device=device.type)
+    done = train_to(config, data, TARGET, max_seconds)
     settings = (f"{config.hidden_layers}×{config.hidden_dim} MLP, batch {config.batch_size}, "
                 f"lr {config.lr:g} cosine over {config.epochs} epochs")
-    return {"seconds": reached.get("seconds"), "epoch": reached.get("epoch"),
-            "best": min(c[2] for c in curve), "curve": curve, "settings": settings,
-            "elapsed": time.perf_counter() - start}
+    return {**done, "best": min(c[2] for c in done["curve"]), "settings": settings}
 
 
 def reference_time(data, device: torch.device, max_seconds: float,

@@ -126,35 +126,13 @@ def reference_30(data) -> dict[str, Any]:
     return {"target": target, "seconds": first[1], "epoch": first[0], "curve": curve}
 
 
-class _Reached(Exception):
-    pass
-
-
 def project_to(data, target: float, max_seconds: float = 120.0) -> dict[str, Any]:
+    from bench.quality import train_to
     from training.config import TrainConfig
-    from training.trainer import train
 
     config = TrainConfig(latent_dim=20, tsne=False, device="cpu")
-    curve: list[tuple[int, float, float]] = []
-    reached: dict[str, Any] = {}
-    start = time.perf_counter()
-
-    def progress(row: dict[str, Any]) -> None:
-        elapsed = time.perf_counter() - start
-        curve.append((row["epoch"], elapsed, row["test_loss"]))
-        if row["test_loss"] <= target:
-            reached.update(seconds=elapsed, epoch=row["epoch"])
-            raise _Reached
-        if elapsed > max_seconds:
-            raise _Reached
-
-    with tempfile.TemporaryDirectory(prefix="bench-ttq-") as tmp:
-        try:
-            train(config, f"{tmp}/run", data=data, log=lambda line: None, progress=progress,
-                  show_progress_bar=False)
-        except _Reached:
-            pass
-    return {"seconds": reached.get("seconds"), "epoch": reached.get("epoch"), "curve": curve,
+    done = train_to(config, data, target, max_seconds)
+    return {"seconds": done["seconds"], "epoch": done["epoch"], "curve": done["curve"],
             "settings": f"{config.hidden_layers}×{config.hidden_dim}, batch "
                         f"{config.batch_size}, lr {config.lr:g}, {config.epochs} epochs"}
 
