@@ -207,7 +207,7 @@ def test_thread_governor_leaves_the_cores_other_processes_use(monkeypatch):
 
 def test_onnx_graphs_with_swapped_weights_equal_a_fresh_export():
     from training.export import export_graphs
-    from training.trainer import swap_weights
+    from training.onnx_templates import swap_weights
 
     config = TrainConfig(dataset="digits", hidden_dim=32, hidden_layers=1, latent_dim=3)
     torch.manual_seed(0)

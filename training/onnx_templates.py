@@ -5,9 +5,9 @@ Exporting with ``torch.onnx.export(dynamo=True)`` costs seconds (the exporter's 
 and tables), far more than training the demo model's last epochs. But a model's ONNX
 graphs depend only on its architecture, never on its weights, so the first run of an
 architecture keeps its exported graphs here, and every later run of the same architecture
-takes them, swaps its final weights in (``training.trainer.swap_weights``, milliseconds)
-and checks the result numerically against the torch model (:func:`check_against_torch`)
-before anything is written. A template that is missing, damaged, foreign or that does not
+takes them, swaps its final weights in (:func:`fill`: :func:`swap_weights`, milliseconds,
+then :func:`check_against_torch`, the result numerically against the torch model) before
+anything is written. A template that is missing, damaged, foreign or that does not
 reproduce the model is simply not used: the run exports as before.
 
 Where: ``$VAE_CACHE_DIR/onnx-templates/``; ``VAE_CACHE_DIR`` defaults to
@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from training import rundir
+from training import rundir, validate
 from training.export import OnnxGraphs
 from training.validate import MAX_ONNX_BYTES, MAX_ONNX_RECORD_BYTES
 
@@ -84,17 +83,11 @@ def _paths(folder: Path, key: str) -> dict[str, Path]:
 
 
 def _read_capped(path: Path, cap: int) -> bytes | None:
-    """A regular file's bytes, or None (absent, not a regular file, larger than ``cap``)."""
+    """A regular file's bytes (``validate.read_capped``), or None where it refuses it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
-    except OSError:
+        return validate.read_capped(path, cap, "an ONNX template file")
+    except rundir.RunDirError:
         return None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
-            return None
-        data = fh.read(cap + 1)
-    return data if len(data) <= cap else None
 
 
 def load(key: str) -> OnnxGraphs | None:
@@ -160,6 +153,47 @@ def _prune(folder: Path) -> None:
                     path.unlink(missing_ok=True)
     except OSError:  # another process pruned first, or the folder went away
         pass
+
+
+def fill(template: OnnxGraphs, model: torch.nn.Module) -> OnnxGraphs | None:
+    """``template`` with ``model``'s weights swapped in, when it holds exactly them and
+    then reproduces the model (:func:`swap_weights`, :func:`check_against_torch`); else
+    None (export anew)."""
+    graphs = swap_weights(template, model)
+    if graphs is None or check_against_torch(graphs, model) is not None:
+        return None
+    return graphs
+
+
+def swap_weights(graphs: OnnxGraphs, model: torch.nn.Module) -> OnnxGraphs | None:
+    """``graphs`` (exported from any model of ``model``'s architecture) with ``model``'s
+    weights in place of theirs, or None when they do not match exactly: every initializer
+    named ``vae.<key>`` must be the state_dict's ``<key>`` with the same shape and dtype,
+    and every parameter of ``model`` must be used. The exported graph's structure depends
+    on the architecture only (the exporter names weights after the module's parameters)."""
+    import onnx
+    from onnx import numpy_helper
+
+    params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    wanted = {k for k, _ in model.named_parameters()} - {"log_sigma"}  # not in the graphs
+    used: set[str] = set()
+    out = []
+    for blob in (graphs.encoder, graphs.decoder):
+        proto = onnx.load_from_string(blob)
+        for init in proto.graph.initializer:
+            if not init.name.startswith("vae."):
+                continue
+            key = init.name[len("vae."):]
+            tensor = params.get(key)
+            if tensor is None or tuple(init.dims) != tuple(tensor.shape) \
+                    or init.data_type != onnx.TensorProto.FLOAT or tensor.dtype != torch.float32:
+                return None
+            init.CopyFrom(numpy_helper.from_array(tensor.numpy(), init.name))
+            used.add(key)
+        out.append(proto.SerializeToString())
+    if not wanted <= used:  # a parameter the graphs do not hold: not this architecture
+        return None
+    return OnnxGraphs(encoder=out[0], decoder=out[1], details=dict(graphs.details))
 
 
 def check_against_torch(graphs: OnnxGraphs, model: torch.nn.Module) -> str | None:

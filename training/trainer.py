@@ -560,43 +560,12 @@ def _export_template_main() -> None:
     (out / "details.json").write_text(json.dumps(graphs.details))
 
 
-def swap_weights(graphs: OnnxGraphs, model: VAE) -> OnnxGraphs | None:
-    """``graphs`` (exported from any model of ``model``'s architecture) with ``model``'s
-    weights in place of theirs, or None when they do not match exactly: every initializer
-    named ``vae.<key>`` must be the state_dict's ``<key>`` with the same shape and dtype,
-    and every parameter of ``model`` must be used. The exported graph's structure depends
-    on the architecture only (the exporter names weights after the module's parameters)."""
-    import onnx
-    from onnx import numpy_helper
-
-    params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    wanted = {k for k, _ in model.named_parameters()} - {"log_sigma"}  # not in the graphs
-    used: set[str] = set()
-    out = []
-    for blob in (graphs.encoder, graphs.decoder):
-        proto = onnx.load_from_string(blob)
-        for init in proto.graph.initializer:
-            if not init.name.startswith("vae."):
-                continue
-            key = init.name[len("vae."):]
-            tensor = params.get(key)
-            if tensor is None or tuple(init.dims) != tuple(tensor.shape) \
-                    or init.data_type != onnx.TensorProto.FLOAT or tensor.dtype != torch.float32:
-                return None
-            init.CopyFrom(numpy_helper.from_array(tensor.numpy(), init.name))
-            used.add(key)
-        out.append(proto.SerializeToString())
-    if not wanted <= used:  # a parameter the graphs do not hold: not this architecture
-        return None
-    return OnnxGraphs(encoder=out[0], decoder=out[1], details=dict(graphs.details))
-
-
 class EarlyExport:
     """The final epoch's ONNX export, started as training starts. The ONNX graphs depend
     on the architecture only, so a child process exports a freshly initialised model of the
     same configuration (on the core the trainer leaves it: the thread governor counts the
     child as another process) while the epochs run; the final save then swaps the final
-    weights into those graphs (:func:`swap_weights`, milliseconds) instead of exporting
+    weights into those graphs (``onnx_templates.fill``, milliseconds) instead of exporting
     (seconds: torch.onnx's dynamo exporter) and keeps the child's graphs as the
     architecture's template for later runs (``training/onnx_templates.py``). Anything
     unexpected (the child failed, or its graphs do not reproduce the model) falls back to
@@ -736,16 +705,15 @@ class EpochLoop:
         """The final epoch's ONNX graphs: the final weights swapped into a template (an
         earlier run's, else the early export's, then kept for later runs), each checked
         against the torch model; else an export now (also kept as the template)."""
-        for template, keep in ((self.template, False),
-                               (self.early_export.template() if self.early_export else None,
-                                True)):
-            if template is None:
-                continue
-            graphs = swap_weights(template, self.model)
-            if graphs is not None and onnx_templates.check_against_torch(graphs,
-                                                                         self.model) is None:
-                if keep:
-                    onnx_templates.store(self.template_key, template)
+        if self.template is not None:
+            graphs = onnx_templates.fill(self.template, self.model)
+            if graphs is not None:
+                return graphs
+        child = self.early_export.template() if self.early_export is not None else None
+        if child is not None:
+            graphs = onnx_templates.fill(child, self.model)
+            if graphs is not None:
+                onnx_templates.store(self.template_key, child)
                 return graphs
         graphs = export_onnx_or_warn(self.model, self.run_dir)
         if graphs is not None:
