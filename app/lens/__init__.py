@@ -44,7 +44,6 @@ after ``putImageData``).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import re
@@ -436,18 +435,17 @@ def latent_lens(*, key: str, decoder_url: str | None, decoder_sha256: str,
         return None
     data["last_event"] = _previous_event(key)
     mount = _component()
-    if map_data is None:
+    if map_data is not None:
+        # The map's arrays go in an element of their own whose data does not change from
+        # rerun to rerun (mounted below, or by lens_map outside the fragment); the lens's
+        # own data only names the map's hash.
+        data["map"] = {k: map_data[k] for k in ("hash", "n", "projection")}
+    if map_data is None or map_ref is not None:
         result = mount(key=key, data=data, on_update_change=on_change or _no_op)
     else:
-        # The map's arrays go in an element of their own whose data does not change
-        # from rerun to rerun (mounted here, or by lens_map outside the fragment); the
-        # lens's own data only names the map's hash.
-        ref = _map_ref(map_data)
-        data["map"] = {k: ref[k] for k in ("hash", "n", "projection")}
-        with st.container(gap=None) if map_ref is None else contextlib.nullcontext():
+        with st.container(gap=None):
             result = mount(key=key, data=data, on_update_change=on_change or _no_op)
-            if map_ref is None:
-                mount(key=f"{key}-map", data={"role": "map", "map": map_data})
+            mount(key=f"{key}-map", data={"role": "map", "map": map_data})
     value = result.get(STATE_KEY) if result is not None else None
     return value if isinstance(value, dict) else None
 
