@@ -104,12 +104,9 @@ class Adam:
                 group["fused"] = False
                 for s in states:  # unfused steps live on the CPU, as in torch
                     s["step"] = s["step"].cpu()
-                steps = [s["step"] for s in states]
-        for p, s in zip(params, states, strict=True):
+        for p, grad, s in zip(params, grads, states, strict=True):
             s["step"] += 1
             t = float(s["step"])
-            grad = p.grad
-            assert grad is not None  # params holds only those with a gradient
             if weight_decay:
                 grad = grad.add(p, alpha=weight_decay)
             s["exp_avg"].lerp_(grad, 1 - beta1)
