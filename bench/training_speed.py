@@ -30,12 +30,14 @@ every measurement.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,17 +139,36 @@ def project_to(data, target: float, max_seconds: float = 120.0) -> dict[str, Any
                         f"{config.batch_size}, lr {config.lr:g}, {config.epochs} epochs"}
 
 
+@contextlib.contextmanager
+def empty_template_cache() -> Iterator[None]:
+    """``VAE_CACHE_DIR`` set to a new, empty folder while inside (for this process and the
+    runs it starts), then restored and the folder removed."""
+    before = os.environ.get("VAE_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-cache-") as cache:
+        os.environ["VAE_CACHE_DIR"] = cache
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("VAE_CACHE_DIR", None)
+            else:
+                os.environ["VAE_CACHE_DIR"] = before
+
+
 def measure(repeats: int = 2) -> tuple[list[Row], dict[str, Any]]:
+    # Every run shares one empty ONNX template cache (training/onnx_templates.py): the
+    # first run of each architecture exports its graphs ("first run" rows), the others
+    # swap their weights into them, as on a user's machine after the first run.
+    with empty_template_cache():
+        return _measure(repeats)
+
+
+def _measure(repeats: int) -> tuple[list[Row], dict[str, Any]]:
     from training.data import load_dataset
 
     raw: dict[str, Any] = {"load_start": load()}
     rows: list[Row] = []
     runs: dict[str, list[dict[str, Any]]] = {}
-    # Every run below shares one empty ONNX template cache (training/onnx_templates.py):
-    # the first run of each architecture exports its graphs ("first run" rows), the
-    # others swap their weights into them, as on a user's machine after the first run.
-    cache = tempfile.TemporaryDirectory(prefix="bench-onnx-cache-")
-    os.environ["VAE_CACHE_DIR"] = cache.name
     plan = [("z2 first", 2, None, 1, []), ("z2 all", 2, None, repeats, []),
             ("z2 1", 2, 1, repeats, []), ("z20 first", 20, None, 1, []),
             ("z20 all", 20, None, repeats, []), ("z20 1", 20, 1, 1, []),
@@ -216,8 +237,6 @@ def measure(repeats: int = 2) -> tuple[list[Row], dict[str, Any]]:
     rows.append(Row("speed", "ONNX export of the 2-D demo model (a first run pays it)", seconds,
                     "s", "training.export.export_graphs, torch.onnx dynamo, imports warm"))
     raw["load_end"] = load()
-    os.environ.pop("VAE_CACHE_DIR", None)
-    cache.cleanup()
     return rows, raw
 
 
